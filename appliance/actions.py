@@ -1,0 +1,104 @@
+"""One function per user action. The CLI parses flags, calls one of these, and renders the result."""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from appliance.checkers import CheckRun, check_node
+from appliance.ha.cib import Clone
+from appliance.inventory.load import Site, load_site, read_inventory
+from appliance.inventory.secrets import Redactor, generate_secrets, secrets_toml, write_secrets_file
+from appliance.plan import plan_data, secret_leaks
+from appliance.render import refuse_non_empty, write_tree
+from appliance.reports import Report, ReportError, errors_in
+from appliance.roles.model import RolePlan
+from appliance.roles.registry import plan_site
+from appliance.roles.resources import desired_cib
+from appliance.runner.local import LocalRunner
+
+
+def _plans(site: Site) -> list[RolePlan]:
+    plans = plan_site(site)
+    leaks = secret_leaks(plans, Redactor(site.secrets).contains_secret)
+    if leaks:  # a bug in a role, never the operator's fault: stop before anything is shown or written
+        raise RuntimeError("files holding secrets are readable by others: " + ", ".join(leaks))
+    return plans
+
+
+def validate_site(inventory: Path, secrets: Path | None) -> Site:
+    """Load and validate inventory and secrets. Contacts nothing."""
+    return load_site(inventory, secrets, require_secrets=True)
+
+
+def plan_install(inventory: Path, secrets: Path | None, *, diff: bool) -> dict[str, Any]:
+    """`install --check`: the offline plan of every role on every node, in dependency order. Contacts nothing."""
+    site = load_site(inventory, secrets, require_secrets=False)
+    return plan_data(site, _plans(site), Redactor(site.secrets), diff=diff, warnings=site.warnings)
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    out_dir: Path
+    manifest: dict[str, Any]
+    checks: CheckRun | None
+    warnings: tuple[Report, ...]
+
+
+def render_site(inventory: Path, secrets: Path | None, out_dir: Path, *, validate: bool, force: bool,
+                progress=lambda message: None) -> RenderResult:
+    """Write every node's files under out_dir; with validate, only after the real checkers accepted them."""
+    site = load_site(inventory, secrets, require_secrets=True)
+    refuse_non_empty(out_dir, force)
+    plans = _plans(site)
+    checks = None
+    if validate:
+        checks = check_plans(site, plans, progress)
+        missing = [o for o in checks.outcomes if o.missing]
+        rejected = [o for o in checks.outcomes if not o.ok and not o.missing]
+        if missing or rejected:
+            raise ReportError(
+                [Report("CHECKER_MISSING", f"cannot check {o.path}: {o.detail}", host=o.node, value=o.tool)
+                 for o in missing]
+                + [Report("CHECKER_REJECTED", f"{o.tool} rejected {o.path}: {o.detail}", host=o.node, value=o.path)
+                   for o in rejected])
+    manifest = write_tree(out_dir, plans, checks, force=force)
+    return RenderResult(out_dir, manifest, checks, site.warnings)
+
+
+def check_plans(site: Site, plans: list[RolePlan], progress=lambda message: None) -> CheckRun:
+    """Run the real checker of every rendered file that has one, on this machine."""
+    runner = LocalRunner()
+    nodes = tuple(n.name for n in site.inventory.nodes)
+    promotable = ()
+    if site.inventory.cluster.stack == "corosync":
+        promotable = tuple(r.child.id for r in desired_cib(site).resources if isinstance(r, Clone) and r.promotable)
+    total = CheckRun()
+    with tempfile.TemporaryDirectory(prefix="appliance-check-") as workdir:
+        for plan in plans:
+            for node in plan.nodes:
+                if not any(f.check for f in node.files):
+                    continue
+                progress(f"checking {plan.role} files for {node.node}")
+                run = check_node(runner, node, Path(workdir), cluster_nodes=nodes, promotable=promotable)
+                total.outcomes += run.outcomes
+                total.previews.update(run.previews)
+    return total
+
+
+def init_secrets(inventory: Path, output: Path | None) -> Path:
+    """Write a fresh secrets file (mode 0600) for this inventory; never replaces an existing one."""
+    inv, reports = read_inventory(inventory)
+    if inv is None or errors_in(reports):
+        raise ReportError(reports)
+    if output is None:
+        if not inv.secrets_file:
+            raise ReportError([Report("SECRETS_MISSING", "the inventory names no secrets_file; pass --output",
+                                      path="secrets_file")])
+        output = inventory.parent / inv.secrets_file
+    if output.exists():
+        raise ReportError([Report("SECRETS_EXISTS", f"{output} already exists", value=str(output))])
+    devices = [d.name for d in inv.fencing.devices]
+    write_secrets_file(output, secrets_toml(generate_secrets(devices), devices))
+    return output

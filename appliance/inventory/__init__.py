@@ -1,0 +1,1 @@
+"""The site inventory: schema, validation, secrets and loading."""

@@ -1,0 +1,209 @@
+"""Site secrets: loaded from a file only its owner can read, or from the environment.
+
+Secrets never enter the inventory. Every value shown to an operator passes through
+``Redactor``, which replaces each secret (and every form derived from it) by ``<secret:NAME>``.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import secrets as _random
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from ..reports import Report
+
+ENV_PREFIX = "APPLIANCE_SECRET_"
+PLAIN = ("hacluster_password", "replication_password", "database_password", "drbd_shared_secret")
+_PASSWORD = re.compile(r"[A-Za-z0-9!#%*+,./:;=?@^_~-]{12,128}")  # no quotes, spaces or $: safe in every file
+MIN_AUTHKEY_BYTES = 32
+MAX_AUTHKEY_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class Secrets:
+    cluster_authkey: bytes  # corosync authkey; heartbeat authkeys is derived from it
+    hacluster_password: str
+    replication_password: str
+    database_password: str
+    drbd_shared_secret: str
+    fence_passwords: Mapping[str, str] = field(default_factory=dict)
+    placeholder: bool = False  # True when built for an offline plan without the real secrets
+
+    @property
+    def heartbeat_key(self) -> str:
+        return self.cluster_authkey[:64].hex()
+
+    def named_values(self) -> dict[str, str]:
+        """Every secret in every textual form a renderer may write it in, by name."""
+        values = {name: getattr(self, name) for name in PLAIN}
+        values["cluster_authkey"] = base64.b64encode(self.cluster_authkey).decode()
+        values["cluster_authkey.hex"] = self.heartbeat_key
+        for device, password in self.fence_passwords.items():
+            values[f"fence.{device}.password"] = password
+        return values
+
+
+def placeholder_secrets(fence_devices: list[str]) -> Secrets:
+    """Stand-ins for an offline plan: distinct, recognisable, and redacted like real ones."""
+    return Secrets(
+        cluster_authkey=b"placeholder-cluster-authkey".ljust(256, b"."),
+        **{name: f"placeholder-{name}" for name in PLAIN},
+        fence_passwords={d: f"placeholder-fence-{d}" for d in fence_devices},
+        placeholder=True,
+    )
+
+
+def generate_secrets(fence_devices: list[str]) -> Secrets:
+    def password() -> str:
+        return _random.token_urlsafe(24)
+
+    return Secrets(cluster_authkey=_random.token_bytes(256),
+                   **{name: password() for name in PLAIN},
+                   fence_passwords={})
+
+
+def secrets_toml(s: Secrets, fence_devices: list[str]) -> str:
+    lines = ["# appliance site secrets: keep this file mode 0600 and out of version control.",
+             f'cluster_authkey = "{base64.b64encode(s.cluster_authkey).decode()}"']
+    lines += [f'{name} = "{getattr(s, name)}"' for name in PLAIN]
+    for device in fence_devices:
+        lines += ["", f"[fence.{device}]", '# password = "..."  (the fence device\'s own password)']
+    return "\n".join(lines) + "\n"
+
+
+class Redactor:
+    """Replaces secret values in any text shown to a person or a script."""
+
+    def __init__(self, secrets: Secrets | None):
+        pairs = secrets.named_values().items() if secrets else []
+        # Longest first, so a value that contains another is replaced whole.
+        self._pairs = sorted(((v, n) for n, v in pairs if v), key=lambda p: -len(p[0]))
+
+    def __call__(self, text: str) -> str:
+        for value, name in self._pairs:
+            text = text.replace(value, f"<secret:{name}>")
+        return text
+
+    def contains_secret(self, data: bytes) -> bool:
+        return any(value.encode() in data for value, _ in self._pairs)
+
+
+def load_secrets(path: Path | None, fence_devices: list[str], env: Mapping[str, str] | None = None,
+                 ) -> tuple[Secrets | None, list[Report]]:
+    """Read secrets from ``path`` (must be mode 0600 or stricter) and the environment.
+
+    Returns (None, reports) when anything is missing or invalid; the environment wins over the file.
+    """
+    env = os.environ if env is None else env
+    raw: dict[str, object] = {}
+    reports: list[Report] = []
+    if path is not None and path.exists():
+        reports += _check_permissions(path)
+        if reports:
+            return None, reports
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            return None, [Report("SECRETS_UNREADABLE", f"cannot read {path}: {exc.__class__.__name__}",
+                                 path="secrets_file", value=str(path))]
+        except tomllib.TOMLDecodeError as exc:
+            # The message names line and column only: never echo the content of a secrets file.
+            return None, [Report("SECRETS_NOT_TOML", f"{path} is not valid TOML ({exc})", path="secrets_file",
+                                 value=str(path))]
+    fence_raw = raw.pop("fence", {})
+    for key in sorted(raw):
+        if key not in PLAIN and key != "cluster_authkey":
+            reports.append(Report("SECRETS_UNKNOWN_FIELD", f"unknown secret {key!r}", path=key, value=key))
+    values: dict[str, object] = {}
+    for name in ("cluster_authkey",) + PLAIN:
+        value = env.get(ENV_PREFIX + name.upper(), raw.get(name))
+        if value is None:
+            reports.append(Report("SECRETS_MISSING", f"secret {name!r} is not set (file or "
+                                  f"${ENV_PREFIX}{name.upper()})", path=name))
+            continue
+        problem = _validate(name, value)
+        if problem:
+            reports.append(Report("SECRETS_INVALID", f"secret {name!r} {problem}", path=name))
+        else:
+            values[name] = value
+    fence_passwords, fence_reports = _fence(fence_raw, fence_devices, env)
+    reports += fence_reports
+    if reports:
+        return None, reports
+    authkey = base64.b64decode(str(values.pop("cluster_authkey")), validate=True)
+    return Secrets(cluster_authkey=authkey, fence_passwords=fence_passwords,
+                   **{k: str(v) for k, v in values.items()}), []
+
+
+def _check_permissions(path: Path) -> list[Report]:
+    st = path.stat()
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return [Report("SECRETS_PERMISSIONS", f"{path} is mode {stat.S_IMODE(st.st_mode):04o}; a secrets file "
+                       "must be readable by its owner only", path="secrets_file", value=str(path),
+                       fix=f"chmod 600 {path}")]
+    if st.st_uid != os.geteuid():
+        return [Report("SECRETS_PERMISSIONS", f"{path} belongs to uid {st.st_uid}, not to you", path="secrets_file",
+                       value=str(path), fix=f"chown {os.geteuid()} {path}")]
+    return []
+
+
+def _validate(name: str, value: object) -> str | None:
+    # Messages describe the problem, never the value.
+    if not isinstance(value, str):
+        return "must be a string"
+    if name == "cluster_authkey":
+        try:
+            decoded = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            return "must be base64 (`base64 -w0 /etc/corosync/authkey`)"
+        if not MIN_AUTHKEY_BYTES <= len(decoded) <= MAX_AUTHKEY_BYTES:
+            return f"must decode to {MIN_AUTHKEY_BYTES}-{MAX_AUTHKEY_BYTES} bytes (corosync-keygen makes 256)"
+        return None
+    if not _PASSWORD.fullmatch(value):
+        return "must be 12-128 characters of letters, digits and !#%*+,./:;=?@^_~- (no quotes, spaces or $)"
+    return None
+
+
+def _fence(raw: object, devices: list[str], env: Mapping[str, str]) -> tuple[dict[str, str], list[Report]]:
+    out: dict[str, str] = {}
+    reports: list[Report] = []
+    table = raw if isinstance(raw, dict) else {}
+    if not isinstance(raw, dict):
+        reports.append(Report("SECRETS_INVALID", "[fence] must be a table of device tables", path="fence"))
+    for name in sorted(table):
+        if name not in devices:
+            reports.append(Report("SECRETS_UNKNOWN_FIELD", f"fence device {name!r} is not in the inventory",
+                                  path=f"fence.{name}", value=name))
+    for device in devices:
+        entry = table.get(device, {})
+        env_name = f"{ENV_PREFIX}FENCE_{re.sub(r'[^A-Za-z0-9]', '_', device).upper()}_PASSWORD"
+        value = env.get(env_name, entry.get("password") if isinstance(entry, dict) else None)
+        if value is None:
+            continue  # some agents (fence_sbd, fence_dummy) need no password
+        problem = _validate("password", value)
+        if problem:
+            reports.append(Report("SECRETS_INVALID", f"fence.{device}.password {problem}",
+                                  path=f"fence.{device}.password"))
+        else:
+            out[device] = str(value)
+    return out, reports
+
+
+def write_secrets_file(path: Path, content: str) -> None:
+    """Create ``path`` mode 0600 atomically; refuse to replace an existing file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(tmp, path)  # fails if path exists: never clobber an operator's secrets
+    finally:
+        tmp.unlink(missing_ok=True)

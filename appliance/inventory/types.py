@@ -1,0 +1,131 @@
+"""Constrained value types for the inventory.
+
+Every value that can reach a shell, a config file or a CIB is constrained here, so the
+renderers never see a newline, a quote or a shell metacharacter they did not expect.
+Each validator raises a PydanticCustomError whose type is our report code.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator
+from pydantic_core import PydanticCustomError
+
+_HOSTNAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,62}")
+_PATH = re.compile(r"/[A-Za-z0-9._+/-]*")
+_INTERFACE = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
+_SIZE = re.compile(r"[0-9]{1,12}[KMGT]?")
+_DURATION = re.compile(r"[0-9]{1,9}(?:ms|s|min|h)?")
+_DOMAIN = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_FENCE_AGENT = re.compile(r"fence_[a-z0-9_]{1,40}")
+_PARAM_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+_NFS_OPTION = re.compile(r"[a-z_]{1,32}(?:=[A-Za-z0-9_.:/-]{1,64})?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _fail(code: str, message: str, value: object) -> PydanticCustomError:
+    return PydanticCustomError(code, message, {"value": value})
+
+
+def _hostname(value: str) -> str:
+    if not _HOSTNAME.fullmatch(value):
+        raise _fail("INVENTORY_INVALID_NAME", "{value!r} is not a valid host name", value)
+    return value
+
+
+def _identifier(value: str) -> str:
+    if not _IDENTIFIER.fullmatch(value):
+        raise _fail("INVENTORY_INVALID_IDENTIFIER", "{value!r} is not a valid identifier", value)
+    return value
+
+
+def _abs_path(value: str) -> str:
+    parts = value.split("/")
+    if not _PATH.fullmatch(value) or ".." in parts or len(value) > 255:
+        raise _fail("INVENTORY_INVALID_PATH", "{value!r} is not a safe absolute path", value)
+    return value.rstrip("/") or "/"
+
+
+def _interface(value: str) -> str:
+    if not _INTERFACE.fullmatch(value) or value in (".", ".."):
+        raise _fail("INVENTORY_INVALID_INTERFACE", "{value!r} is not a network interface name", value)
+    return value
+
+
+def _ipv4(value: str) -> str:
+    try:
+        address = ipaddress.IPv4Address(value)
+    except ValueError:
+        raise _fail("INVENTORY_INVALID_ADDRESS", "{value!r} is not an IPv4 address", value) from None
+    if address.is_unspecified or address.is_multicast or address.is_loopback:
+        raise _fail("INVENTORY_INVALID_ADDRESS", "{value!r} cannot be a node or floating address", value)
+    return str(address)
+
+
+def _ipv4_network(value: str) -> str:
+    try:
+        network = ipaddress.IPv4Network(value, strict=True)
+    except ValueError:
+        raise _fail("INVENTORY_INVALID_NETWORK",
+                    "{value!r} is not an IPv4 network (host bits must be zero, e.g. 10.0.0.0/24)", value) from None
+    return str(network)
+
+
+def _size(value: str) -> str:
+    if not _SIZE.fullmatch(value):
+        raise _fail("INVENTORY_INVALID_SIZE", "{value!r} is not a size", value)
+    return value
+
+
+def _duration(value: str) -> str:
+    if not _DURATION.fullmatch(value):
+        raise _fail("INVENTORY_INVALID_DURATION", "{value!r} is not a duration", value)
+    return value
+
+
+def _domain(value: str) -> str:
+    if len(value) > 253 or not _DOMAIN.fullmatch(value):
+        raise _fail("INVENTORY_INVALID_NAME", "{value!r} is not a DNS domain", value)
+    return value
+
+
+def _fence_agent(value: str) -> str:
+    if not _FENCE_AGENT.fullmatch(value):
+        raise _fail("INVENTORY_INVALID_IDENTIFIER", "{value!r} is not a fence agent name (fence_...)", value)
+    return value
+
+
+def _param_key(value: str) -> str:
+    if not _PARAM_KEY.fullmatch(value):
+        raise _fail("INVENTORY_INVALID_IDENTIFIER", "{value!r} is not a parameter name", value)
+    return value
+
+
+def _safe_text(value: str) -> str:
+    if _CONTROL.search(value) or '"' in value or len(value) > 1024:
+        raise _fail("INVENTORY_INVALID_VALUE", "{value!r} holds a control character, a quote or is too long", value)
+    return value
+
+
+def _nfs_option(value: str) -> str:
+    if not _NFS_OPTION.fullmatch(value):
+        raise _fail("INVENTORY_INVALID_VALUE", "{value!r} is not an NFS export option", value)
+    return value
+
+
+HostName = Annotated[str, AfterValidator(_hostname)]
+Identifier = Annotated[str, AfterValidator(_identifier)]
+AbsPath = Annotated[str, AfterValidator(_abs_path)]
+Interface = Annotated[str, AfterValidator(_interface)]
+IPv4 = Annotated[str, AfterValidator(_ipv4)]
+IPv4Network = Annotated[str, AfterValidator(_ipv4_network)]
+Size = Annotated[str, AfterValidator(_size)]
+Duration = Annotated[str, AfterValidator(_duration)]
+Domain = Annotated[str, AfterValidator(_domain)]
+FenceAgent = Annotated[str, AfterValidator(_fence_agent)]
+ParamKey = Annotated[str, AfterValidator(_param_key)]
+SafeText = Annotated[str, AfterValidator(_safe_text)]
+NfsOption = Annotated[str, AfterValidator(_nfs_option)]

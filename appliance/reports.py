@@ -1,0 +1,178 @@
+"""Coded reports: every expected failure is data (code, path, value, fix), never a bare string.
+
+Validators return lists of reports; callers raise ``ReportError`` once with all of them, so an
+operator sees every problem in one run (the pcs way). Tests assert codes and paths, not prose.
+"""
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+
+class Severity(str, enum.Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+class ExitCode(enum.IntEnum):
+    """What `appliance` exits with; documented in docs/exit-codes.md."""
+
+    OK = 0
+    INTERNAL = 1  # a bug: please report it with the output
+    USAGE = 2  # bad command-line flags (typer/click's own code)
+    INVALID_INPUT = 3  # inventory, secrets or flags failed validation; nothing was touched
+    CHECK_FAILED = 4  # a rendered file was rejected by the real tool's own checker
+    STEP_FAILED = 5  # a step failed on a node
+    UNREACHABLE = 6  # a node could not be reached, or its host key did not match
+    NOT_AVAILABLE = 7  # the requested action is not available in this build or on this machine
+
+
+# code -> (exit code, default fix). One place to look up what a code means.
+CATALOGUE: dict[str, tuple[ExitCode, str]] = {
+    "INVENTORY_UNREADABLE": (ExitCode.INVALID_INPUT, "check the path and that the file is readable"),
+    "INVENTORY_NOT_TOML": (ExitCode.INVALID_INPUT, "fix the TOML syntax at the line and column given"),
+    "INVENTORY_MISSING_FIELD": (ExitCode.INVALID_INPUT, "add the field; see examples/two-node.toml"),
+    "INVENTORY_UNKNOWN_FIELD": (ExitCode.INVALID_INPUT, "remove the field or fix its spelling"),
+    "INVENTORY_WRONG_TYPE": (ExitCode.INVALID_INPUT, "give a value of the type named"),
+    "INVENTORY_OUT_OF_RANGE": (ExitCode.INVALID_INPUT, "give a value inside the range named"),
+    "INVENTORY_INVALID_CHOICE": (ExitCode.INVALID_INPUT, "use one of the values listed"),
+    "INVENTORY_INVALID_ADDRESS": (ExitCode.INVALID_INPUT, "give a dotted IPv4 address such as 10.0.0.1"),
+    "INVENTORY_INVALID_NETWORK": (ExitCode.INVALID_INPUT, "give an IPv4 network such as 10.0.0.0/24"),
+    "INVENTORY_INVALID_NAME": (ExitCode.INVALID_INPUT,
+                               "use lower-case letters, digits and '-' (a host name), at most 63 characters"),
+    "INVENTORY_INVALID_IDENTIFIER": (ExitCode.INVALID_INPUT,
+                                     "use letters, digits, '_', '.' and '-' only, starting with a letter"),
+    "INVENTORY_INVALID_PATH": (ExitCode.INVALID_INPUT,
+                               "give an absolute path of letters, digits and . _ - + / only, without '..'"),
+    "INVENTORY_INVALID_INTERFACE": (ExitCode.INVALID_INPUT,
+                                    "give a Linux interface name: 1-15 of letters, digits, '.', '_', '-', ':'"),
+    "INVENTORY_INVALID_VALUE": (ExitCode.INVALID_INPUT, "remove control characters, quotes and newlines"),
+    "INVENTORY_INVALID_SIZE": (ExitCode.INVALID_INPUT, "give a size such as 40M, 1G or 512K"),
+    "INVENTORY_INVALID_DURATION": (ExitCode.INVALID_INPUT, "give a duration such as 15s, 2min or 500ms"),
+    "INVENTORY_NODE_COUNT": (ExitCode.INVALID_INPUT, "list exactly two [[nodes]]: the frontend pair"),
+    "INVENTORY_DUPLICATE": (ExitCode.INVALID_INPUT, "make the value unique"),
+    "INVENTORY_ADDRESS_OUTSIDE_NETWORK": (ExitCode.INVALID_INPUT,
+                                          "put the address inside the network, or fix the prefix length"),
+    "INVENTORY_UNKNOWN_NODE": (ExitCode.INVALID_INPUT, "name one of the [[nodes]]"),
+    "INVENTORY_FENCING_INCOMPLETE": (ExitCode.INVALID_INPUT,
+                                     "add a [[fencing.devices]] entry for every node, or set fencing.enabled = false"),
+    "INVENTORY_FENCING_DISABLED": (ExitCode.INVALID_INPUT,
+                                   "set fencing.enabled = true with a device per node; without fencing a "
+                                   "split brain can corrupt DRBD data"),
+    "INVENTORY_SNAKEOIL_CERTIFICATE": (ExitCode.INVALID_INPUT,
+                                       "use a real certificate, or set proxy.tls.generate = true for a "
+                                       "site-specific self-signed one"),
+    "INVENTORY_TLS_INCOMPLETE": (ExitCode.INVALID_INPUT,
+                                 "give both proxy.tls.certificate and proxy.tls.key, or proxy.tls.generate = true"),
+    "INVENTORY_SSH_KEY_MISSING": (ExitCode.INVALID_INPUT, "point ssh.key at an existing private key file"),
+    "INVENTORY_HEARTBEAT_LINKS": (ExitCode.INVALID_INPUT,
+                                  "heartbeat mode uses the SAN network only: set corosync.links = [\"san\"]"),
+    "SECRETS_UNREADABLE": (ExitCode.INVALID_INPUT, "check the secrets file path and that it is readable"),
+    "SECRETS_PERMISSIONS": (ExitCode.INVALID_INPUT, "run: chmod 600 <file> (and chown it to yourself)"),
+    "SECRETS_NOT_TOML": (ExitCode.INVALID_INPUT, "fix the TOML syntax of the secrets file"),
+    "SECRETS_MISSING": (ExitCode.INVALID_INPUT,
+                        "add it to the secrets file or set the environment variable named; "
+                        "`appliance secrets init` writes a fresh file"),
+    "SECRETS_INVALID": (ExitCode.INVALID_INPUT, "give a value of the form named"),
+    "SECRETS_UNKNOWN_FIELD": (ExitCode.INVALID_INPUT, "remove the field or fix its spelling"),
+    "SECRETS_EXISTS": (ExitCode.INVALID_INPUT, "remove the file first if you really mean to replace every secret"),
+    "OUTPUT_NOT_EMPTY": (ExitCode.INVALID_INPUT, "give an empty or new directory, or add --force"),
+    "CHECKER_REJECTED": (ExitCode.CHECK_FAILED, "read the checker's output above; this is a bug if the input was valid"),
+    "CHECKER_MISSING": (ExitCode.NOT_AVAILABLE, "run `make deps` (installs the Debian packages)"),
+    "APPLY_NOT_AVAILABLE": (ExitCode.NOT_AVAILABLE,
+                            "use --check (offline plan) or `appliance render`; applying to live nodes is not built yet"),
+    "HOST_UNREACHABLE": (ExitCode.UNREACHABLE, "check the address, port and that sshd runs on the node"),
+    "HOST_KEY_UNKNOWN": (ExitCode.UNREACHABLE,
+                         "add the node's key to known_hosts, or pass --trust-new-host-keys once"),
+    "HOST_KEY_CHANGED": (ExitCode.UNREACHABLE,
+                         "the node's host key changed: verify it out of band, then fix known_hosts"),
+    "COMMAND_FAILED": (ExitCode.STEP_FAILED, "read the command's output; the step named failed on the node named"),
+}
+
+
+@dataclass(frozen=True)
+class Report:
+    """One problem found: what (code), where (path, host), with what (value), how to fix it (fix)."""
+
+    code: str
+    message: str
+    path: str = ""
+    value: Any = None
+    fix: str = ""
+    severity: Severity = Severity.ERROR
+    host: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.code not in CATALOGUE:
+            raise ValueError(f"report code {self.code!r} is not in the catalogue")
+        if not self.fix:
+            object.__setattr__(self, "fix", CATALOGUE[self.code][1])
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return CATALOGUE[self.code][0]
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "code": self.code,
+            "severity": self.severity.value,
+            "message": self.message,
+            "fix": self.fix,
+        }
+        if self.path:
+            out["path"] = self.path
+        if self.value is not None:
+            out["value"] = _jsonable(self.value)
+        if self.host:
+            out["host"] = self.host
+        if self.payload:
+            out["payload"] = {k: _jsonable(v) for k, v in self.payload.items()}
+        return out
+
+    def render(self) -> str:
+        where = f"{self.host}: " if self.host else ""
+        path = f"{self.path}: " if self.path else ""
+        return f"{self.severity.value}: {where}{path}{self.message} [{self.code}]\n  fix: {self.fix}"
+
+
+class ReportError(Exception):
+    """Raised once with every error found; warnings ride along for display."""
+
+    def __init__(self, reports: Iterable[Report]):
+        self.reports = list(reports)
+        super().__init__("; ".join(r.code for r in self.reports))
+
+    @property
+    def exit_code(self) -> ExitCode:
+        errors = [r for r in self.reports if r.severity is Severity.ERROR]
+        return min((r.exit_code for r in errors), default=ExitCode.INTERNAL) if errors else ExitCode.INTERNAL
+
+
+def errors_in(reports: Iterable[Report]) -> list[Report]:
+    return [r for r in reports if r.severity is Severity.ERROR]
+
+
+def raise_if_errors(reports: Iterable[Report]) -> list[Report]:
+    """Raise ReportError when any report is an error; return the warnings otherwise."""
+    reports = list(reports)
+    if errors_in(reports):
+        raise ReportError(reports)
+    return reports
+
+
+def reports_json(reports: Iterable[Report]) -> str:
+    return json.dumps([r.as_dict() for r in reports], indent=2, sort_keys=True)
+
+
+def _jsonable(value: Any) -> Any:
+    # Values come from untrusted input: keep JSON-native ones, show anything else as its repr.
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return repr(value)

@@ -1,0 +1,1 @@
+"""Hypervisor drivers (libvirt, fake) and host monitoring probes."""

@@ -1,0 +1,1 @@
+"""High availability: CIB model, corosync/heartbeat configs, DRBD resources, LSB scripts."""

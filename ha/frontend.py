@@ -1,0 +1,156 @@
+"""The HA frontend's CIB: the seed's two-node design, with its mistakes fixed.
+
+Seed (002) -> here:
+* stonith-enabled=false, no-quorum-policy=ignore -> fencing on with one device per node, corosync
+  `two_node` (wait_for_all) and the default no-quorum-policy=stop; `priority-fencing-delay` lets the
+  node that runs the services win a fence race.
+* `ms` Master/Slave -> promotable clones, Promoted role.
+* `property default-resource-stickiness` -> rsc_defaults resource-stickiness.
+* lsb:one / lsb:lighttpd -> ocf:appliance:manager and ocf:heartbeat:anything running our own lighttpd
+  config, so the distro's lighttpd service is untouched.
+* vblade through AoEtarget dies of SIGPIPE when execd closes its pipe -> AoEtarget's `binary=` points
+  at a wrapper that detaches vblade's output.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .cib import Cib, Clone, Colocation, Group, Location, Op, Order, Primitive, pairs
+
+
+@dataclass(frozen=True)
+class FenceSpec:
+    name: str
+    agent: str
+    node: str  # the node this device fences
+    params: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class FrontendSpec:
+    cluster_name: str
+    nodes: tuple[tuple[str, str], ...]  # (corosync node id, name)
+    preferred: str
+    stickiness: int
+    san_vip: str
+    san_prefix: int
+    san_nic: str
+    lan_vip: str
+    lan_prefix: int
+    lan_nic: str
+    cloud_resource: str
+    cloud_device: str
+    vmdata_resource: str
+    vmdata_device: str
+    mount: str
+    fstype: str
+    export_dir: str
+    export_clients: tuple[str, ...]
+    export_options: str
+    export_fsid: int
+    aoe_shelf: int
+    aoe_slot: int
+    aoe_binary: str
+    manager_config: str
+    proxy_config: str
+    proxy_pidfile: str
+    fencing_enabled: bool
+    priority_fencing_delay: str
+    fence_devices: tuple[FenceSpec, ...]
+
+
+GROUP = "g_frontend"
+
+
+def drbd_clone(resource: str, primitive_id: str, clone_id: str) -> Clone:
+    primitive = Primitive(
+        id=primitive_id, standard="ocf", provider="linbit", type="drbd",
+        params=pairs({"drbd_resource": resource}),
+        ops=(Op("monitor", "29s", "20s", role="Promoted"), Op("monitor", "31s", "20s", role="Unpromoted"),
+             Op("start", "0s", "240s"), Op("stop", "0s", "100s"), Op("promote", "0s", "90s"),
+             Op("demote", "0s", "90s"), Op("notify", "0s", "90s")),
+    )
+    return Clone(id=clone_id, child=primitive, meta=pairs({
+        "promotable": True, "promoted-max": 1, "promoted-node-max": 1, "clone-max": 2, "clone-node-max": 1,
+        "notify": True}))
+
+
+def _monitored(interval: str, timeout: str, start: str = "60s", stop: str = "60s") -> tuple[Op, ...]:
+    return Op("monitor", interval, timeout), Op("start", "0s", start), Op("stop", "0s", stop)
+
+
+def frontend_group(s: FrontendSpec) -> Group:
+    members = [
+        Primitive("p_fs_one", "ocf", "Filesystem", "heartbeat",
+                  pairs({"device": s.cloud_device, "directory": s.mount, "fstype": s.fstype}),
+                  ops=_monitored("20s", "40s")),
+        Primitive("p_nfsserver", "ocf", "nfsserver", "heartbeat",
+                  pairs({"nfs_shared_infodir": f"{s.mount}/.nfs-state", "nfs_ip": s.san_vip}),
+                  ops=_monitored("30s", "40s", start="90s", stop="90s")),
+    ]
+    for index, client in enumerate(s.export_clients, start=1):
+        members.append(Primitive(
+            f"p_export_{index}", "ocf", "exportfs", "heartbeat",
+            pairs({"clientspec": client, "directory": s.export_dir, "options": s.export_options,
+                   "fsid": s.export_fsid, "unlock_on_stop": True, "wait_for_leasetime_on_stop": False}),
+            ops=_monitored("30s", "40s")))
+    members += [
+        Primitive("p_aoe_data", "ocf", "AoEtarget", "heartbeat",
+                  pairs({"device": s.vmdata_device, "nic": s.san_nic, "shelf": s.aoe_shelf, "slot": s.aoe_slot,
+                         "binary": s.aoe_binary}),
+                  ops=_monitored("20s", "20s")),
+        Primitive("p_ip_san", "ocf", "IPaddr2", "heartbeat",
+                  pairs({"ip": s.san_vip, "cidr_netmask": s.san_prefix, "nic": s.san_nic}),
+                  ops=_monitored("10s", "20s")),
+        Primitive("p_ip_lan", "ocf", "IPaddr2", "heartbeat",
+                  pairs({"ip": s.lan_vip, "cidr_netmask": s.lan_prefix, "nic": s.lan_nic}),
+                  ops=_monitored("10s", "20s")),
+        Primitive("p_manager", "ocf", "manager", "appliance", pairs({"config": s.manager_config}),
+                  ops=_monitored("15s", "20s", start="120s", stop="120s")),
+        Primitive("p_proxy", "ocf", "anything", "heartbeat",
+                  pairs({"binfile": "/usr/sbin/lighttpd", "cmdline_options": f"-D -f {s.proxy_config}",
+                         "pidfile": s.proxy_pidfile}),
+                  ops=_monitored("15s", "20s")),
+    ]
+    # priority: with priority-fencing-delay, the node running the group wins a fence race.
+    return Group(GROUP, tuple(members), meta=pairs({"priority": 10}))
+
+
+def fence_primitive(device: FenceSpec) -> Primitive:
+    params = dict(device.params)
+    params["pcmk_host_list"] = device.node
+    return Primitive(f"st_{device.name}", "stonith", device.agent, params=pairs(params),
+                     ops=(Op("monitor", "60s", "20s"),))
+
+
+def frontend_cib(s: FrontendSpec) -> Cib:
+    """The whole desired configuration. Pure: same spec in, same CIB out."""
+    clone_one = drbd_clone(s.cloud_resource, "p_drbd_one", "ms_drbd_one")
+    clone_data = drbd_clone(s.vmdata_resource, "p_drbd_data", "ms_drbd_data")
+    group = frontend_group(s)
+    constraints: list = [
+        Colocation("col_frontend_on_drbd_one", GROUP, clone_one.id, with_rsc_role="Promoted"),
+        Colocation("col_frontend_on_drbd_data", GROUP, clone_data.id, with_rsc_role="Promoted"),
+        Order("ord_drbd_one_before_frontend", clone_one.id, GROUP, first_action="promote"),
+        Order("ord_drbd_data_before_frontend", clone_data.id, GROUP, first_action="promote"),
+        Location("loc_frontend_prefers_" + s.preferred, GROUP, s.preferred, "100"),
+    ]
+    resources: list = [clone_one, clone_data, group]
+    properties = {"cluster-name": s.cluster_name, "stonith-enabled": s.fencing_enabled,
+                  "no-quorum-policy": "stop"}
+    if s.fencing_enabled:
+        properties["priority-fencing-delay"] = s.priority_fencing_delay
+        for device in s.fence_devices:
+            primitive = fence_primitive(device)
+            resources.append(primitive)
+            # A device never runs on the node it is meant to kill.
+            constraints.append(Location(f"loc_{primitive.id}_avoids_{device.node}", primitive.id, device.node,
+                                        "-INFINITY"))
+    return Cib(
+        properties=pairs(properties),
+        nodes=s.nodes,
+        resources=tuple(resources),
+        constraints=tuple(constraints),
+        rsc_defaults=pairs({"resource-stickiness": s.stickiness, "migration-threshold": 3}),
+        op_defaults=pairs({"timeout": "60s"}),
+    )

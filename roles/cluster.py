@@ -1,0 +1,78 @@
+"""cluster: membership and quorum. Corosync 3 + Pacemaker, or legacy heartbeat in haresources mode."""
+from __future__ import annotations
+
+from appliance.core.runner import Secret
+from appliance.ha import corosync, heartbeat
+from appliance.inventory.load import Site
+
+from .model import Check, FileSpec, RolePlan, Step, node_plans, text
+from .specs import corosync_nodes, link_address
+
+NAME = "cluster"
+REQUIRES = ("base",)
+
+
+def haresources_line(site: Site) -> tuple[str, ...]:
+    """Heartbeat starts these left to right; the same order as the Pacemaker group."""
+    inv = site.inventory
+    first = inv.nodes[0]
+    return (
+        heartbeat.drbddisk(inv.drbd.cloud.resource),
+        heartbeat.drbddisk(inv.drbd.vmdata.resource),
+        heartbeat.filesystem(f"/dev/drbd{inv.drbd.cloud.minor}", inv.filesystem.mount, inv.filesystem.fstype),
+        "nfs-kernel-server",
+        "appliance-aoe",
+        heartbeat.ipaddr2(inv.network.san_vip, inv.prefix(inv.network.san), first.san_interface),
+        heartbeat.ipaddr2(inv.network.lan_vip, inv.prefix(inv.network.lan), first.lan_interface),
+        "appliance-manager",
+        "appliance-proxy",
+    )
+
+
+def _corosync(site: Site) -> RolePlan:
+    inv = site.inventory
+    c = inv.corosync
+    conf = corosync.corosync_config(inv.cluster.name, corosync_nodes(inv), tuple(c.links), c.token,
+                                    c.crypto_cipher, c.crypto_hash)
+    authkey = FileSpec("/etc/corosync/authkey", site.secrets.cluster_authkey, mode=0o400, secret=True)
+    files, steps = {}, {}
+    for node in inv.nodes:
+        check = Check("corosync", (("address", link_address(inv, node.name, c.links[0])),
+                                   ("authkey", "/etc/corosync/authkey")))
+        files[node.name] = [FileSpec("/etc/corosync/corosync.conf", text(conf), check=check), authkey]
+        steps[node.name] = [
+            Step("set the hacluster password", ("chpasswd",), stdin=Secret(f"hacluster:{site.secrets.hacluster_password}"),
+                 why="pcs and crmsh authenticate as hacluster"),
+            Step("start corosync and pacemaker", ("systemctl", "enable", "--now", "corosync", "pacemaker")),
+            Step("wait for quorum", tuple(corosync.quorum_cmd()), why="two_node: both nodes must be seen once"),
+        ]
+    names = [n.name for n in inv.nodes]
+    return RolePlan(NAME, f"corosync 3 (knet, links {'+'.join(c.links)}, token {c.token} ms, two_node) + pacemaker",
+                    node_plans(names, files, steps))
+
+
+def _heartbeat(site: Site) -> RolePlan:
+    inv = site.inventory
+    h = inv.heartbeat
+    interfaces = {"san": inv.nodes[0].san_interface, "lan": inv.nodes[0].lan_interface}
+    ucast = tuple((interfaces[link], link_address(inv, n.name, link)) for link in inv.corosync.links
+                  for n in inv.nodes)
+    ha_cf = heartbeat.ha_cf(tuple(n.name for n in inv.nodes), ucast, h.keepalive, h.warntime, h.deadtime,
+                            h.initdead, h.udpport)
+    files = [
+        FileSpec("/etc/ha.d/ha.cf", text(ha_cf)),
+        FileSpec("/etc/ha.d/authkeys", text(heartbeat.authkeys(site.secrets.heartbeat_key)), mode=0o600,
+                 secret=True),
+        FileSpec("/etc/ha.d/haresources", text(heartbeat.haresources(inv.preferred.name, haresources_line(site)))),
+    ]
+    steps = [Step("start heartbeat", ("systemctl", "enable", "--now", "heartbeat"))]
+    names = [n.name for n in inv.nodes]
+    return RolePlan(NAME, "heartbeat 3 in haresources mode (legacy: no Pacemaker, no fencing)",
+                    node_plans(names, {n: files for n in names}, {n: steps for n in names}),
+                    notes=("heartbeat mode has no CIB and no fencing; Pacemaker 2 cannot run on heartbeat",))
+
+
+def plan(site: Site) -> RolePlan:
+    return _corosync(site) if site.inventory.cluster.stack == "corosync" else _heartbeat(site)
+
+

@@ -1,0 +1,37 @@
+"""exports: /srv/cloud/one over NFSv4 and the VM data device over AoE, from whichever node is active."""
+from __future__ import annotations
+
+from appliance.ha import lsb
+from appliance.inventory.load import Site
+from appliance.storage import aoe, nfs
+
+from . import layout
+from .model import Check, FileSpec, RolePlan, Step, node_plans, text
+
+NAME = "exports"
+REQUIRES = ("drbd", "cluster")
+
+
+def plan(site: Site) -> RolePlan:
+    inv = site.inventory
+    device = f"/dev/drbd{inv.drbd.vmdata.minor}"
+    files = [
+        FileSpec("/etc/idmapd.conf", text(nfs.idmapd_config(inv.idmap_domain))),
+        FileSpec(layout.AOE_WRAPPER, text(aoe.vblade_wrapper(layout.LOG_DIR)), mode=0o755, check=Check("shell")),
+    ]
+    # The cluster starts these, not init: a passive node must never export a disk it does not own.
+    steps = [Step("keep init from starting NFS and vblade", ("systemctl", "disable", "--now", "nfs-kernel-server"),
+                  why="the cluster starts the NFS server on the active node only")]
+    if inv.cluster.stack == "heartbeat":
+        files += [
+            FileSpec("/etc/exports.d/appliance.exports",
+                     text(nfs.exports(inv.nfs.export, tuple(inv.nfs_clients), tuple(inv.nfs.options), inv.nfs.fsid))),
+            FileSpec("/etc/init.d/appliance-aoe", text(lsb.init_script(
+                "appliance-aoe", "AoE export of the VM data device", "/usr/sbin/vblade",
+                aoe.vblade_args(inv.aoe.shelf, inv.aoe.slot, inv.nodes[0].san_interface, device),
+                f"{layout.RUN_DIR}/aoe.pid", f"{layout.LOG_DIR}/vblade.log")), mode=0o755, check=Check("shell")),
+        ]
+    names = [n.name for n in inv.nodes]
+    return RolePlan(NAME, f"NFSv4 {inv.nfs.export} to {', '.join(inv.nfs_clients)}; AoE e{inv.aoe.shelf}.{inv.aoe.slot} "
+                    f"of {device} on {inv.nodes[0].san_interface}",
+                    node_plans(names, {n: files for n in names}, {n: steps for n in names}))

@@ -1,0 +1,95 @@
+"""What a role produces: the files and steps it wants on each node, as data.
+
+Roles never act; `appliance install` compares this desired state with what it gathered and
+applies the difference through a runner (ha_cluster's gather -> compare -> change).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from appliance.core.runner import Arg, Secret, display
+
+CLUSTER = "cluster"  # pseudo-node for artefacts applied once per cluster (the CIB)
+
+
+@dataclass(frozen=True)
+class Check:
+    """Which real checker validates a rendered file, with what it needs to know."""
+
+    kind: str  # cib | corosync | drbd | lighttpd | lvm | shell
+    options: tuple[tuple[str, str], ...] = ()
+
+    def option(self, name: str) -> str:
+        return dict(self.options)[name]
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    path: str
+    content: bytes
+    mode: int = 0o644
+    owner: str = "root"
+    group: str = "root"
+    secret: bool = False  # holds a secret: mode must be 0600 or stricter, content never shown
+    check: Check | None = None
+    block: bool = False  # a managed block inside a file the system owns (e.g. /etc/hosts)
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/"):
+            raise ValueError(f"{self.path!r} is not absolute")
+        if self.secret and self.mode & 0o077:
+            raise ValueError(f"{self.path} holds a secret but is mode {self.mode:04o}")
+
+
+@dataclass(frozen=True)
+class Step:
+    """A command to run on the node, with why. ``once`` steps run only on a first install."""
+
+    what: str
+    argv: tuple[Arg, ...] = ()
+    why: str = ""
+    once: bool = False
+    stdin: Secret | str | None = None  # SQL and passwords go here, never into argv (ps shows argv)
+
+    @property
+    def command(self) -> str:
+        if not self.argv:
+            return ""
+        return display(self.argv) + (" < (secret input)" if isinstance(self.stdin, Secret) else "")
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    node: str
+    files: tuple[FileSpec, ...] = ()
+    steps: tuple[Step, ...] = ()
+
+
+@dataclass(frozen=True)
+class RolePlan:
+    role: str
+    summary: str
+    nodes: tuple[NodePlan, ...]
+    notes: tuple[str, ...] = field(default=())  # what this machine or mode cannot do, said plainly
+
+    def for_node(self, name: str) -> NodePlan | None:
+        return next((n for n in self.nodes if n.node == name), None)
+
+
+def text(content: str) -> bytes:
+    return content.encode("utf-8")
+
+
+def steps(*items: Step) -> tuple[Step, ...]:
+    return tuple(items)
+
+
+def argv(*parts: Arg) -> tuple[Arg, ...]:
+    return tuple(parts)
+
+
+def node_plans(names: Sequence[str], files: dict[str, list[FileSpec]],
+               node_steps: dict[str, list[Step]] | None = None) -> tuple[NodePlan, ...]:
+    node_steps = node_steps or {}
+    return tuple(NodePlan(n, tuple(files.get(n, [])), tuple(node_steps.get(n, []))) for n in names)

@@ -1,0 +1,62 @@
+"""proxy: lighttpd terminating TLS on the LAN floating address in front of the manager API."""
+from __future__ import annotations
+
+from appliance.ha import lsb
+from appliance.inventory.load import Site
+from appliance.templates import render
+
+from . import layout
+from .model import Check, FileSpec, RolePlan, Step, node_plans, text
+from .specs import certificate_paths
+
+NAME = "proxy"
+REQUIRES = ("manager",)
+
+
+def proxy_config(site: Site, certificate: str | None = None, key: str | None = None) -> str:
+    """The lighttpd config; certificate/key override the inventory's paths (for a checker's scratch copy)."""
+    inv = site.inventory
+    cert_path, key_path = certificate_paths(inv)
+    return render("proxy/lighttpd.conf.j2", bind=inv.network.lan_vip, port=inv.proxy.port,
+                  pidfile=layout.PROXY_PIDFILE, certificate=certificate or cert_path, key=key or key_path,
+                  hsts_max_age=inv.proxy.hsts_max_age, backend_port=inv.manager.port,
+                  redirect_http=inv.proxy.redirect_http)
+
+
+def generate_certificate_cmd(site: Site) -> tuple[str, ...]:
+    inv = site.inventory
+    fqdn = f"{inv.cluster.name}.{inv.network.lan_domain}"
+    return ("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-days", "825", "-subj", f"/CN={fqdn}",
+            "-addext", f"subjectAltName=DNS:{fqdn},DNS:{inv.cluster.name},IP:{inv.network.lan_vip}",
+            "-keyout", layout.GENERATED_KEY, "-out", layout.GENERATED_CERTIFICATE)
+
+
+def plan(site: Site) -> RolePlan:
+    inv = site.inventory
+    files = [
+        FileSpec(layout.PROXY_CONFIG, text(proxy_config(site)), check=Check("lighttpd")),
+        FileSpec("/etc/init.d/appliance-proxy", text(lsb.init_script(
+            "appliance-proxy", "TLS proxy for the appliance API", "/usr/sbin/lighttpd",
+            ("-D", "-f", layout.PROXY_CONFIG), layout.PROXY_PIDFILE, f"{layout.LOG_DIR}/proxy.log")),
+            mode=0o755, check=Check("shell")),
+    ]
+    steps = {n.name: [Step("keep init from starting the distro lighttpd", ("systemctl", "disable", "--now",
+                                                                          "lighttpd"),
+                           why="our proxy binds the floating address and runs only where it is")] for n in inv.nodes}
+    if inv.proxy.tls.generate:
+        first, peer = inv.preferred, inv.peer(inv.preferred)
+        steps[first.name] = [Step("create the TLS directory", ("install", "-d", "-m", "0700", layout.TLS_DIR)),
+                             Step("generate a site certificate and key", generate_certificate_cmd(site), once=True,
+                                  why="a certificate for this frontend's name and address, not the shared snakeoil"),
+                             ] + steps[first.name]
+        steps[peer.name] = [Step(f"copy the certificate and key from {first.name}", (), once=True,
+                                 why="both nodes must present the same certificate on the floating address")
+                            ] + steps[peer.name]
+    names = [n.name for n in inv.nodes]
+    cert, _ = certificate_paths(inv)
+    return RolePlan(NAME, f"https://{inv.network.lan_vip}:{inv.proxy.port} -> 127.0.0.1:{inv.manager.port} "
+                    f"(TLS 1.2+, HSTS, certificate {cert})",
+                    node_plans(names, {n: files for n in names}, steps))
+
+

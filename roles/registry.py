@@ -1,0 +1,29 @@
+"""The roles in the order `install` runs them. Reads as the table of contents of an install."""
+from __future__ import annotations
+
+from types import ModuleType
+
+from appliance.inventory.load import Site
+
+from . import base, cluster, database, drbd, exports, lvm, manager, proxy, resources
+from .model import RolePlan
+
+ROLES: tuple[ModuleType, ...] = (base, drbd, lvm, cluster, database, exports, manager, proxy, resources)
+
+
+def order_problems(roles: tuple[ModuleType, ...] = ROLES) -> list[str]:
+    """Every role must come after the roles it requires."""
+    seen: set[str] = set()
+    problems = []
+    for role in roles:
+        problems += [f"{role.NAME} runs before {r}, which it requires" for r in role.REQUIRES if r not in seen]
+        seen.add(role.NAME)
+    return problems
+
+
+def plan_site(site: Site) -> list[RolePlan]:
+    """Every role's desired state for this site, in dependency order. Pure: contacts nothing."""
+    problems = order_problems()
+    if problems:
+        raise RuntimeError("; ".join(problems))
+    return [role.plan(site) for role in ROLES]

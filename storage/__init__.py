@@ -1,0 +1,1 @@
+"""Datastore backends and the storage exports of the frontend pair: pure command and config builders."""
