@@ -32,11 +32,19 @@ class DrbdResource:
         return f"/dev/drbd{self.minor}"
 
 
-def global_common_config(version: str, resync_rate: str, shared_secret: str) -> str:
-    """/etc/drbd.d/global_common.conf. Holds the shared secret: install it mode 0600."""
+FENCING = {"pacemaker": "resource-and-stonith", "dopd": "resource-only"}
+
+
+def global_common_config(version: str, resync_rate: str, shared_secret: str, fencing: str = "pacemaker") -> str:
+    """/etc/drbd.d/global_common.conf. Holds the shared secret: install it mode 0600.
+
+    fencing: "pacemaker" (crm-fence-peer, resource-and-stonith) or "dopd" (heartbeat's peer outdater).
+    """
     _check_version(version)
+    if fencing not in FENCING:
+        raise ValueError(f"DRBD fencing {fencing!r} is not one of {sorted(FENCING)}")
     return render("drbd/global_common.conf.j2", version=version, resync_rate=resync_rate,
-                  shared_secret=shared_secret)
+                  shared_secret=shared_secret, fencing=fencing, fencing_policy=FENCING[fencing])
 
 
 def resource_config(version: str, resource: DrbdResource, purpose: str) -> str:

@@ -19,7 +19,8 @@ def plan(site: Site) -> RolePlan:
     version = inv.drbd.version
     resources = drbd_resources(inv)
     common = FileSpec(f"{layout.DRBD_DIR}/global_common.conf",
-                      text(drbd.global_common_config(version, inv.drbd.resync_rate, site.secrets.drbd_shared_secret)),
+                      text(drbd.global_common_config(version, inv.drbd.resync_rate, site.secrets.drbd_shared_secret,
+                                                    "pacemaker" if inv.cluster.stack == "corosync" else "dopd")),
                       mode=0o600, secret=True)
     files, node_steps = {}, {}
     for node in inv.nodes:

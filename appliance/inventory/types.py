@@ -27,7 +27,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _fail(code: str, message: str, value: object) -> PydanticCustomError:
-    return PydanticCustomError(code, message, {"value": value})
+    # Formatted here and passed without context: pydantic must not interpret braces in hostile input.
+    return PydanticCustomError(code, message.format(value=value))
 
 
 def _hostname(value: str) -> str:

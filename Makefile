@@ -1,0 +1,39 @@
+# The two commands: `make demo` (the main job on the embedded default) and `make test`.
+# Both install what they need: Debian packages (tools/install-deps.sh) and a virtual environment.
+
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+EXAMPLE := examples/two-node.toml
+DEMO_OUT := out/demo
+
+.PHONY: demo test deps venv clean
+
+deps: .stamp-deb venv
+
+.stamp-deb: tools/install-deps.sh
+	./tools/install-deps.sh
+	@touch $@
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml .stamp-deb
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+demo: deps
+	@echo "== 1. the offline plan of $(EXAMPLE) (contacts nothing) =="
+	$(BIN)/appliance install --check -i $(EXAMPLE)
+	@test -f examples/two-node.secrets.toml || $(BIN)/appliance secrets init -i $(EXAMPLE)
+	@echo "== 2. every file for both nodes, validated by the real tools =="
+	$(BIN)/appliance render -i $(EXAMPLE) -o $(DEMO_OUT) --force
+	@echo "== 3. what Pacemaker does when cloud-cc01 dies =="
+	@cat $(DEMO_OUT)/cluster/failover-cloud-cc01.txt
+
+test: deps
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) out .stamp-deb .pytest_cache .hypothesis

@@ -1,0 +1,75 @@
+"""The CLI: what an operator and a script see, and the exit codes they can rely on."""
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from appliance.cli import app
+from appliance.reports import ExitCode
+from appliance.roles.registry import ROLES
+from tests.conftest import EXAMPLE
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_install_check_json_lists_every_role_for_both_nodes_and_contacts_nothing(no_contact, secrets_env):
+    result = invoke("install", "--check", "-i", str(EXAMPLE), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["contacted"] is False
+    assert [r["role"] for r in data["roles"]] == [role.NAME for role in ROLES]
+    for role in data["roles"]:
+        if role["role"] == "resources":
+            assert list(role["nodes"]) == ["cluster"]
+        else:
+            assert sorted(role["nodes"]) == ["cloud-cc01", "cloud-cc02"], role["role"]
+
+
+def test_install_check_without_secrets_plans_with_placeholders_and_warns(no_contact, no_secrets_env, tmp_path):
+    result = invoke("install", "--check", "-i", str(EXAMPLE), "--secrets", str(tmp_path / "absent.toml"), "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["secrets"] == "placeholders"
+    assert [w["code"] for w in data["warnings"]] == ["SECRETS_MISSING"]
+    assert "placeholder-" not in result.stdout  # placeholders are redacted like real secrets
+
+
+def test_install_check_diff_shows_file_content_with_secrets_redacted(secrets_env):
+    result = invoke("install", "--check", "--diff", "-i", str(EXAMPLE))
+    assert result.exit_code == 0
+    assert "+++ b/etc/corosync/corosync.conf" in result.stdout
+    assert "+    two_node: 1" in result.stdout
+    assert 'shared-secret "<secret:drbd_shared_secret>";' in result.stdout
+    assert "(binary, 256 bytes: not shown)" in result.stdout  # the corosync authkey
+    assert "TestDrbdSecret-4" not in result.stdout
+
+
+def test_install_without_check_refuses_and_touches_nothing(no_contact, secrets_env):
+    result = invoke("install", "-i", str(EXAMPLE))
+    assert result.exit_code == ExitCode.NOT_AVAILABLE
+    assert "APPLY_NOT_AVAILABLE" in result.output
+
+
+def test_validate_command(secrets_env):
+    result = invoke("validate", "-i", str(EXAMPLE))
+    assert result.exit_code == 0 and "valid (2 nodes, stack corosync)" in result.stdout
+
+
+def test_render_without_validation_writes_the_tree_and_manifest(secrets_env, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("render", "-i", str(EXAMPLE), "-o", str(out), "--no-validate", "--json")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["files"]) == 29
+    assert (out / "cloud-cc02" / "etc" / "corosync" / "corosync.conf").exists()
+    assert (out / "cluster" / "var" / "lib" / "appliance" / "cib.xml").exists()
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.startswith("appliance ")

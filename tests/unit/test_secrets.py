@@ -1,0 +1,108 @@
+"""Secrets stay secret: 0600 files only, never in output, never in a file others can read."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from appliance.actions import init_secrets, plan_install
+from appliance.inventory.load import load_site
+from appliance.inventory.secrets import Redactor, load_secrets
+from appliance.plan import plan_text, secret_leaks
+from appliance.reports import ReportError
+from appliance.roles.model import FileSpec, NodePlan, RolePlan
+from appliance.roles.registry import plan_site
+from tests.conftest import EXAMPLE, SECRET_VALUES, TEST_SECRETS, load_test_site
+
+
+def test_plan_output_never_contains_a_secret(secrets_env):
+    data = plan_install(EXAMPLE, EXAMPLE.parent / "no-such-secrets.toml", diff=True)
+    shown = json.dumps(data) + plan_text(data, diff=True)
+    assert data["secrets"] == "loaded"
+    for value in SECRET_VALUES:
+        assert value not in shown
+    assert "<secret:drbd_shared_secret>" in shown  # redacted, not dropped: the operator sees where it goes
+
+
+def test_every_file_holding_a_secret_is_owner_only():
+    site = load_test_site()
+    redactor = Redactor(site.secrets)
+    holding = [(n.node, f) for plan in plan_site(site) for n in plan.nodes for f in n.files
+               if redactor.contains_secret(f.content) or f.secret]
+    paths = {f.path for _, f in holding}
+    assert {"/etc/corosync/authkey", "/etc/drbd.d/global_common.conf", "/etc/appliance/manager.toml",
+            "/var/lib/appliance/cib.xml"} <= paths
+    for node, spec in holding:
+        assert spec.mode & 0o077 == 0, f"{node}:{spec.path} is {spec.mode:04o}"
+
+
+def test_leak_guard_catches_a_role_that_forgets_the_mode():
+    site = load_test_site()
+    leaky = RolePlan("oops", "", (NodePlan("cloud-cc01", (FileSpec("/etc/x", b"pw=TestDatabasePw-3"),)),))
+    assert secret_leaks([leaky], Redactor(site.secrets).contains_secret) == ["cloud-cc01:/etc/x (mode 0644)"]
+
+
+def test_heartbeat_authkeys_is_0600_and_holds_the_derived_key(make_inventory):
+    path = make_inventory(EXAMPLE.read_text().replace('stack = "corosync"', 'stack = "heartbeat"'))
+    site = load_site(path, path.parent / "none.toml", env=TEST_SECRETS)
+    files = {f.path: f for p in plan_site(site) for n in p.nodes for f in n.files}
+    authkeys = files["/etc/ha.d/authkeys"]
+    assert authkeys.mode == 0o600
+    assert bytes(range(64)).hex().encode() in authkeys.content
+
+
+def test_environment_overrides_the_file(tmp_path):
+    secrets = tmp_path / "s.toml"
+    secrets.write_text("\n".join(f'{k.removeprefix("APPLIANCE_SECRET_").lower()} = "{v}"'
+                                 for k, v in TEST_SECRETS.items() if "FENCE" not in k) + "\n")
+    secrets.chmod(0o600)
+    loaded, reports = load_secrets(secrets, [], env={"APPLIANCE_SECRET_DATABASE_PASSWORD": "FromEnvironment-9"})
+    assert reports == [] and loaded.database_password == "FromEnvironment-9"
+    assert loaded.replication_password == TEST_SECRETS["APPLIANCE_SECRET_REPLICATION_PASSWORD"]
+
+
+@pytest.mark.parametrize("name,value,problem", [
+    ("APPLIANCE_SECRET_DATABASE_PASSWORD", "short", "12-128"),
+    ("APPLIANCE_SECRET_DATABASE_PASSWORD", "has'quote'andmore", "no quotes"),
+    ("APPLIANCE_SECRET_CLUSTER_AUTHKEY", "not base64!!", "base64"),
+    ("APPLIANCE_SECRET_CLUSTER_AUTHKEY", "YWJj", "bytes"),
+])
+def test_bad_secret_values_are_refused_without_echoing_them(name, value, problem):
+    loaded, reports = load_secrets(None, [], env={**TEST_SECRETS, name: value})
+    assert loaded is None
+    assert [r.code for r in reports] == ["SECRETS_INVALID"]
+    assert problem in reports[0].message and value not in reports[0].message
+
+
+def test_missing_secrets_are_an_error_for_render_and_a_warning_for_check(no_secrets_env, tmp_path):
+    with pytest.raises(ReportError) as error:
+        load_site(EXAMPLE, tmp_path / "absent.toml", require_secrets=True)
+    assert {r.code for r in error.value.reports} == {"SECRETS_MISSING"}
+    site = load_site(EXAMPLE, tmp_path / "absent.toml", require_secrets=False)
+    assert site.secrets.placeholder and [w.code for w in site.warnings] == ["SECRETS_MISSING"]
+
+
+def test_secrets_init_writes_0600_and_never_replaces(tmp_path):
+    inventory = tmp_path / "site.toml"
+    inventory.write_text(EXAMPLE.read_text())
+    path = init_secrets(inventory, None)
+    assert path == tmp_path / "two-node.secrets.toml"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    loaded, reports = load_secrets(path, ["ipmi-cc01", "ipmi-cc02"], env={})
+    assert reports == [] and len(loaded.cluster_authkey) == 256
+    before = path.read_bytes()
+    with pytest.raises(ReportError) as error:
+        init_secrets(inventory, None)
+    assert [r.code for r in error.value.reports] == ["SECRETS_EXISTS"]
+    assert path.read_bytes() == before
+
+
+def test_verbose_log_masks_secret_stdin(tmp_path):
+    # The chpasswd step feeds the password on stdin; the plan shows only that there is secret input.
+    data = plan_install(EXAMPLE, tmp_path / "absent.toml", diff=False)
+    commands = [s["command"] for r in data["roles"] for n in r["nodes"].values() for s in n["steps"]]
+    assert "chpasswd < (secret input)" in commands

@@ -1,0 +1,33 @@
+#!/bin/sh
+# Install the Debian packages the tests and the demo need, only those missing.
+# Each real-tier test names its tool; this is the one list of where they come from.
+set -eu
+
+PACKAGES="
+python3 python3-venv python3-pip
+pacemaker-cli-utils corosync resource-agents
+drbd-utils lvm2 lighttpd openssl
+util-linux iproute2 openssh-client bash procps
+"
+
+missing=""
+for package in $PACKAGES; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $package"
+    fi
+done
+
+if [ -z "$missing" ]; then
+    exit 0
+fi
+
+echo "installing Debian packages:$missing"
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO=sudo
+else
+    SUDO=
+fi
+# Package scripts must not start services on a build machine.
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
+# shellcheck disable=SC2086
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
