@@ -31,21 +31,27 @@ def _fail(code: str, message: str, value: object) -> PydanticCustomError:
     return PydanticCustomError(code, message.format(value=value))
 
 
-def _hostname(value: str) -> str:
-    if not _HOSTNAME.fullmatch(value):
-        raise _fail("INVENTORY_INVALID_NAME", "{value!r} is not a valid host name", value)
-    return value
+def _matching(pattern: re.Pattern[str], code: str, what: str, max_length: int = 255):
+    """A validator that accepts exactly the strings ``pattern`` matches whole."""
+    def check(value: str) -> str:
+        if len(value) > max_length or not pattern.fullmatch(value):
+            raise _fail(code, "{value!r} is not " + what, value)
+        return value
+    return check
 
 
-def _identifier(value: str) -> str:
-    if not _IDENTIFIER.fullmatch(value):
-        raise _fail("INVENTORY_INVALID_IDENTIFIER", "{value!r} is not a valid identifier", value)
-    return value
+_hostname = _matching(_HOSTNAME, "INVENTORY_INVALID_NAME", "a valid host name")
+_identifier = _matching(_IDENTIFIER, "INVENTORY_INVALID_IDENTIFIER", "a valid identifier")
+_size = _matching(_SIZE, "INVENTORY_INVALID_SIZE", "a size")
+_duration = _matching(_DURATION, "INVENTORY_INVALID_DURATION", "a duration")
+_domain = _matching(_DOMAIN, "INVENTORY_INVALID_NAME", "a DNS domain", max_length=253)
+_fence_agent = _matching(_FENCE_AGENT, "INVENTORY_INVALID_IDENTIFIER", "a fence agent name (fence_...)")
+_param_key = _matching(_PARAM_KEY, "INVENTORY_INVALID_IDENTIFIER", "a parameter name")
+_nfs_option = _matching(_NFS_OPTION, "INVENTORY_INVALID_VALUE", "an NFS export option")
 
 
 def _abs_path(value: str) -> str:
-    parts = value.split("/")
-    if not _PATH.fullmatch(value) or ".." in parts or len(value) > 255:
+    if not _PATH.fullmatch(value) or ".." in value.split("/") or len(value) > 255:
         raise _fail("INVENTORY_INVALID_PATH", "{value!r} is not a safe absolute path", value)
     return value.rstrip("/") or "/"
 
@@ -75,45 +81,9 @@ def _ipv4_network(value: str) -> str:
     return str(network)
 
 
-def _size(value: str) -> str:
-    if not _SIZE.fullmatch(value):
-        raise _fail("INVENTORY_INVALID_SIZE", "{value!r} is not a size", value)
-    return value
-
-
-def _duration(value: str) -> str:
-    if not _DURATION.fullmatch(value):
-        raise _fail("INVENTORY_INVALID_DURATION", "{value!r} is not a duration", value)
-    return value
-
-
-def _domain(value: str) -> str:
-    if len(value) > 253 or not _DOMAIN.fullmatch(value):
-        raise _fail("INVENTORY_INVALID_NAME", "{value!r} is not a DNS domain", value)
-    return value
-
-
-def _fence_agent(value: str) -> str:
-    if not _FENCE_AGENT.fullmatch(value):
-        raise _fail("INVENTORY_INVALID_IDENTIFIER", "{value!r} is not a fence agent name (fence_...)", value)
-    return value
-
-
-def _param_key(value: str) -> str:
-    if not _PARAM_KEY.fullmatch(value):
-        raise _fail("INVENTORY_INVALID_IDENTIFIER", "{value!r} is not a parameter name", value)
-    return value
-
-
 def _safe_text(value: str) -> str:
     if _CONTROL.search(value) or '"' in value or len(value) > 1024:
         raise _fail("INVENTORY_INVALID_VALUE", "{value!r} holds a control character, a quote or is too long", value)
-    return value
-
-
-def _nfs_option(value: str) -> str:
-    if not _NFS_OPTION.fullmatch(value):
-        raise _fail("INVENTORY_INVALID_VALUE", "{value!r} is not an NFS export option", value)
     return value
 
 
