@@ -95,12 +95,10 @@ def check_node(runner: Runner, node: NodePlan, workdir: Path, *, cluster_nodes: 
     return run
 
 
-def _write(scratch: Path, name: str, content: bytes, mode: int = 0o600) -> str:
-    path = scratch / name
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(content)
-    return str(path)
+def _write(runner: Runner, scratch: Path, name: str, content: bytes, mode: int = 0o600) -> str:
+    path = str(scratch / name)
+    runner.put(path, content, mode)
+    return path
 
 
 def _root_or_userns() -> list[str]:
@@ -108,7 +106,7 @@ def _root_or_userns() -> list[str]:
 
 
 def _shell(runner: Runner, node: NodePlan, spec: FileSpec, scratch: Path) -> Outcome:
-    path = _write(scratch, "script.sh", spec.content)
+    path = _write(runner, scratch, "script.sh", spec.content)
     result = runner.run(lsb.syntax_check_cmd(path), check=False)
     return Outcome(node.node, spec.path, "shell", result.ok, "bash -n", _tail(result.stderr))
 
@@ -116,7 +114,7 @@ def _shell(runner: Runner, node: NodePlan, spec: FileSpec, scratch: Path) -> Out
 def _drbd(runner: Runner, node: NodePlan, spec: FileSpec, scratch: Path) -> Outcome:
     version = spec.check.option("version")
     common = next(f for f in node.files if f.path.endswith("/global_common.conf"))
-    path = _write(scratch, "drbd.conf", common.content + b"\n" + spec.content)
+    path = _write(runner, scratch, "drbd.conf", common.content + b"\n" + spec.content)
     argv = ["unshare", *_root_or_userns(), "--uts", "--net", "--", "sh", "-c", _IN_NAMESPACE_DRBD, "sh",
             spec.check.option("node"), spec.check.option("address"), drbd.DRBDADM[version], path]
     result = runner.run(argv, check=False)
@@ -126,8 +124,8 @@ def _drbd(runner: Runner, node: NodePlan, spec: FileSpec, scratch: Path) -> Outc
 
 def _corosync(runner: Runner, node: NodePlan, spec: FileSpec, scratch: Path) -> Outcome:
     key = next(f for f in node.files if f.path == spec.check.option("authkey"))
-    conf = _write(scratch, "corosync.conf", spec.content, 0o644)
-    authkey = _write(scratch, "authkey", key.content)
+    conf = _write(runner, scratch, "corosync.conf", spec.content, 0o644)
+    authkey = _write(runner, scratch, "authkey", key.content)
     argv = ["unshare", *_root_or_userns(), "--net", "--mount", "--propagation", "private", "--", "sh", "-c",
             _IN_NAMESPACE_COROSYNC, "sh", conf, spec.check.option("address"), authkey]
     result = runner.run(argv, check=False)
@@ -145,14 +143,14 @@ def _lighttpd(runner: Runner, node: NodePlan, spec: FileSpec, scratch: Path) -> 
     if (pem, priv) != (1, 1):
         return Outcome(node.node, spec.path, "lighttpd", False, "lighttpd -tt",
                        "expected exactly one ssl.pemfile and one ssl.privkey line")
-    path = _write(scratch, "lighttpd.conf", text.encode(), 0o644)
+    path = _write(runner, scratch, "lighttpd.conf", text.encode(), 0o644)
     result = runner.run(["lighttpd", "-tt", "-f", path], check=False)
     return Outcome(node.node, spec.path, "lighttpd", result.ok, "lighttpd -tt", _tail(result.stderr))
 
 
 def _lvm(runner: Runner, node: NodePlan, spec: FileSpec, scratch: Path) -> Outcome:
-    _write(scratch, "lvm.conf", b"", 0o644)  # empty: only our settings are judged
-    _write(scratch, "lvmlocal.conf", spec.content, 0o644)
+    _write(runner, scratch, "lvm.conf", b"", 0o644)  # empty: only our settings are judged
+    _write(runner, scratch, "lvmlocal.conf", spec.content, 0o644)
     result = runner.run(["lvmconfig", "--validate"], check=False, env={"LVM_SYSTEM_DIR": str(scratch)})
     detail = "\n".join(line for line in (result.stderr + result.stdout).splitlines() if "leaked" not in line)
     return Outcome(node.node, spec.path, "lvm", result.ok, "lvmconfig --validate", _tail(detail))
@@ -160,7 +158,7 @@ def _lvm(runner: Runner, node: NodePlan, spec: FileSpec, scratch: Path) -> Outco
 
 def _cib(runner: Runner, node: str, spec: FileSpec, scratch: Path, nodes: tuple[str, ...],
          promotable: tuple[str, ...]) -> tuple[Outcome, dict[str, simulate.Preview]]:
-    path = _write(scratch, "cib.xml", spec.content)
+    path = _write(runner, scratch, "cib.xml", spec.content)
     steady = simulate.steady_state(runner, path, str(scratch), nodes, promotable)
     result = runner.run(cibmod.verify_cmd(steady), check=False)
     if not result.ok:

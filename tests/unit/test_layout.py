@@ -95,3 +95,15 @@ def test_missing_template_variable_is_an_error_not_an_empty_string():
 
     with pytest.raises(jinja2.UndefinedError):
         render("heartbeat/authkeys.j2")
+
+
+def test_a_missing_real_component_fails_in_ci_and_skips_elsewhere(monkeypatch):
+    from tests.conftest import require_tool
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception):
+        require_tool("appliance-no-such-tool")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        require_tool("appliance-no-such-tool")
+    require_tool("sh")  # present: returns quietly
