@@ -7,7 +7,7 @@ PACKAGES="
 python3 python3-venv python3-pip
 pacemaker-cli-utils corosync resource-agents
 drbd-utils lvm2 lighttpd openssl
-util-linux iproute2 openssh-client bash procps
+util-linux iproute2 openssh-client openssh-server bash procps
 "
 
 missing=""
