@@ -9,8 +9,9 @@ from .model import FileSpec, RolePlan, Step, node_plans, text
 NAME = "base"
 REQUIRES: tuple[str, ...] = ()
 
+# --no-install-recommends: name every package the roles use (lighttpd's TLS module is separate).
 PACKAGES_COMMON = ("drbd-utils", "lvm2", "vblade", "nfs-kernel-server", "mariadb-server", "lighttpd",
-                   "resource-agents", "python3-venv", "openssl")
+                   "lighttpd-mod-openssl", "resource-agents", "python3-venv", "openssl")
 PACKAGES_STACK = {
     "corosync": ("corosync", "pacemaker", "pacemaker-cli-utils", "fence-agents", "crmsh"),
     "heartbeat": ("heartbeat",),

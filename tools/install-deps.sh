@@ -6,7 +6,7 @@ set -eu
 PACKAGES="
 python3 python3-venv python3-pip
 pacemaker-cli-utils corosync resource-agents
-drbd-utils lvm2 lighttpd openssl
+drbd-utils lvm2 lighttpd lighttpd-mod-openssl openssl
 util-linux iproute2 openssh-client openssh-server bash procps
 "
 
