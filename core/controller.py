@@ -1,0 +1,340 @@
+"""The controller: drives every VM out of its transient state, schedules pending VMs, monitors hosts.
+
+Each transient state has one idempotent step ("make it so"): PROLOG ensures the disks, BOOT
+ensures the domain runs, SHUTDOWN ensures it stopped, EPILOG ensures it and its disks are gone,
+MIGRATE ensures it runs on the target. The same steps serve normal progress and recovery after a
+crash: a restarted manager runs `reconcile()`, which logs what it finds and re-runs each step.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from .clock import Clock
+from .entities import ON_HOST, TRANSIENT, VM, Datastore, Host, HostState, VmState as S
+from .errors import CoreError
+from .hooks import Hooks
+from .lifecycle import NEXT, enter
+from .pools import Store
+from .protocols import Backend, DiskSpec, DomainSpec, DriverError, Hypervisor, NicSpec
+from .scheduler import DatastoreSlot, HostSlot, Policy, Request, schedule
+
+log = logging.getLogger("appliance.controller")
+_DOMAIN = re.compile(r"appliance-(\d+)")
+
+
+@dataclass
+class Settings:
+    policy: Policy = Policy()
+    monitor_interval: float = 10.0
+    error_after: int = 3  # consecutive failed monitors before a host is in ERROR
+    resubmit_on_host_error: bool = True
+    schedule_batch: int = 5000
+
+
+class Controller:
+    def __init__(self, store: Store, hypervisor_for: Callable[[Host], Hypervisor],
+                 backend_for: Callable[[Datastore], Backend], hooks: Hooks, clock: Clock,
+                 settings: Settings | None = None):
+        self.store = store
+        self.hypervisor_for = hypervisor_for
+        self.backend_for = backend_for
+        self.hooks = hooks
+        self.clock = clock
+        self.settings = settings or Settings()
+        if self.settings.resubmit_on_host_error:
+            hooks.register("HOST:ERROR", self._resubmit_host_vms)
+
+    # -- one pass --------------------------------------------------------------------------------
+    def run_once(self) -> int:
+        """Monitor hosts that are due, place pending VMs, advance every transient VM. Returns work done."""
+        work = self.monitor_hosts()
+        work += self.schedule_pending()
+        work += self.advance_all()
+        return work
+
+    def advance_all(self) -> int:
+        with self.store.transaction() as tx:
+            ids = [r[0] for r in tx.execute(
+                "SELECT id FROM vms WHERE state IN (?, ?, ?, ?, ?) ORDER BY id", tuple(sorted(TRANSIENT))).all()]
+        for vm_id in ids:
+            self.advance(vm_id)
+        return len(ids)
+
+    # -- recovery --------------------------------------------------------------------------------
+    def reconcile(self) -> list[str]:
+        """After a restart: say what each in-flight VM was doing, finish or roll it back, sweep orphans."""
+        decisions = []
+        with self.store.transaction() as tx:
+            in_flight = self.store.vms.where(tx, "state IN (?, ?, ?, ?, ?)", tuple(sorted(TRANSIENT)))
+        for vm in in_flight:
+            before = f"VM {vm.id} found in {vm.state}" + (f" ({vm.intent})" if vm.intent else "")
+            after = self.advance(vm.id)
+            while after is not None and after.state in TRANSIENT:
+                after = self.advance(vm.id)
+            outcome = after.state if after else "gone"
+            decisions.append(f"{before}: re-ran the step, now {outcome}" +
+                             (f" ({after.error})" if after and after.error else ""))
+        decisions += self.sweep_orphans()
+        for decision in decisions:
+            log.warning("reconcile: %s", decision)
+        return decisions
+
+    def sweep_orphans(self) -> list[str]:
+        """Disks no VM owns and domains no VM owns are removed; nothing else is touched."""
+        decisions = []
+        with self.store.transaction() as tx:
+            datastores = self.store.datastores.where(tx, "kind = ?", ("system",))
+            hosts = self.store.hosts.where(tx, "state IN (?, ?)", (HostState.MONITORED, HostState.DISABLED))
+            owners = {r[0]: (r[1], r[2], r[3]) for r in tx.execute(
+                "SELECT id, state, host_id, datastore_id FROM vms WHERE state <> ?", (S.DONE,)).all()}
+            targets = {vm.id: vm.target_host_id for vm in self.store.vms.where(tx, "state = ?", (S.MIGRATE,))}
+        for ds in datastores:
+            backend = self.backend_for(ds)
+            for vm_id in backend.vm_ids_with_disks(ds.path):
+                owner = owners.get(vm_id)
+                if owner is None or owner[2] != ds.id:
+                    backend.delete_vm_disks(ds.path, vm_id)
+                    decisions.append(f"deleted orphan disks of VM {vm_id} on datastore {ds.name}")
+        for host in hosts:
+            try:
+                domains = self.hypervisor_for(host).domains()
+            except DriverError as exc:
+                decisions.append(f"host {host.name}: cannot list domains ({exc}); left alone")
+                continue
+            for name in domains:
+                match = _DOMAIN.fullmatch(name)
+                if not match:
+                    continue  # not ours
+                vm_id = int(match.group(1))
+                owner = owners.get(vm_id)
+                if owner is None or (owner[1] != host.id and targets.get(vm_id) != host.id):
+                    self.hypervisor_for(host).ensure_absent(name)
+                    decisions.append(f"removed domain {name} from host {host.name}: no VM owns it there")
+        return decisions
+
+    # -- the steps -------------------------------------------------------------------------------
+    def advance(self, vm_id: int) -> VM | None:
+        """Run the step of the VM's transient state once; persist where it leads (or FAILED)."""
+        with self.store.transaction() as tx:
+            vm = self.store.vms.get(tx, vm_id)
+        if vm is None or vm.state not in TRANSIENT:
+            return vm
+        state, intent = vm.state, vm.intent
+        try:
+            {S.PROLOG: self._prolog, S.BOOT: self._boot, S.SHUTDOWN: self._shutdown, S.EPILOG: self._epilog,
+             S.MIGRATE: self._migrate}[state](vm)
+            target = NEXT[(state, intent)]
+            if state == S.MIGRATE:
+                vm.host_id, vm.target_host_id = vm.target_host_id, None
+            enter(vm, *target)
+            reason = f"{state} done"
+        except (DriverError, CoreError, OSError) as exc:
+            vm.failed_in, vm.state, vm.error = state, S.FAILED, str(exc)[:500]
+            reason = f"{state} failed: {exc}"
+            log.warning("VM %d: %s", vm.id, reason)
+        return self._save(vm, reason)
+
+    def _save(self, vm: VM, reason: str) -> VM | None:
+        with self.store.transaction() as tx:
+            saved = self.store.vms.save(tx, vm, reason)
+        if not saved:
+            # Someone (an API call) changed the VM meanwhile: their state wins, the next pass continues.
+            log.info("VM %d changed while its step ran; keeping the newer state", vm.id)
+            with self.store.transaction() as tx:
+                return self.store.vms.get(tx, vm.id)
+        self.hooks.fire("VM", vm.id, vm.state)
+        return vm
+
+    def _context(self, vm: VM) -> tuple[Host, Datastore, Backend]:
+        with self.store.transaction() as tx:
+            if vm.host_id is None or vm.datastore_id is None:
+                raise CoreError("STATE_INVALID", f"VM {vm.id} in {vm.state} has no host or datastore")
+            host = self.store.hosts.require(tx, vm.host_id)
+            ds = self.store.datastores.require(tx, vm.datastore_id)
+        return host, ds, self.backend_for(ds)
+
+    def _prolog(self, vm: VM) -> None:
+        _, ds, backend = self._context(vm)
+        with self.store.transaction() as tx:
+            images = {d["image_id"]: self.store.images.require(tx, d["image_id"]) for d in vm.disks}
+        for index, disk in enumerate(vm.disks):
+            image = images[disk["image_id"]]
+            if image.persistent:
+                disk["path"] = image.path  # the image itself, used by this VM alone
+                continue
+            path = backend.disk_path(ds.path, vm.id, index)
+            if not backend.verify(path, image.path):
+                backend.clone(image.path, path)
+            disk["path"] = path
+
+    def domain_spec(self, vm: VM) -> DomainSpec:
+        return DomainSpec(
+            name=vm.domain_name, vcpu=vm.vcpu, memory_mb=vm.memory,
+            disks=tuple(DiskSpec(d["path"], d.get("target") or f"vd{chr(97 + i)}") for i, d in enumerate(vm.disks)),
+            nics=tuple(NicSpec(n.get("bridge", ""), n.get("mac", "")) for n in vm.nics),
+            metadata={"vm_id": str(vm.id), "name": vm.name})
+
+    def _boot(self, vm: VM) -> None:
+        host, _, _ = self._context(vm)
+        self.hypervisor_for(host).ensure_running(self.domain_spec(vm))
+
+    def _shutdown(self, vm: VM) -> None:
+        host, _, _ = self._context(vm)
+        hypervisor = self.hypervisor_for(host)
+        if vm.intent == "suspend":
+            hypervisor.ensure_paused(vm.domain_name)
+        else:
+            hypervisor.ensure_stopped(vm.domain_name, graceful=True)
+
+    def _epilog(self, vm: VM) -> None:
+        with self.store.transaction() as tx:
+            host = self.store.hosts.get(tx, vm.host_id) if vm.host_id is not None else None
+            ds = self.store.datastores.get(tx, vm.datastore_id) if vm.datastore_id is not None else None
+        # A host in ERROR is presumed fenced: its domains are gone with it, only the disks remain.
+        if host is not None and host.state != HostState.ERROR:
+            self.hypervisor_for(host).ensure_absent(vm.domain_name)
+        if vm.intent in ("done", "resubmit") and ds is not None:
+            self.backend_for(ds).delete_vm_disks(ds.path, vm.id)
+            for disk in vm.disks:
+                disk.pop("path", None)
+        if vm.intent == "done":
+            with self.store.transaction() as tx:
+                tx.execute("DELETE FROM leases WHERE vm_id = ?", (vm.id,))
+
+    def _migrate(self, vm: VM) -> None:
+        with self.store.transaction() as tx:
+            if vm.target_host_id is None:
+                raise CoreError("STATE_INVALID", f"VM {vm.id} is migrating to no host")
+            source = self.store.hosts.require(tx, vm.host_id)
+            target = self.store.hosts.require(tx, vm.target_host_id)
+        self.hypervisor_for(source).migrate(self.domain_spec(vm), self.hypervisor_for(target))
+
+    # -- scheduling ------------------------------------------------------------------------------
+    def schedule_pending(self) -> int:
+        with self.store.transaction() as tx:
+            pending = self.store.vms.where(tx, "state = ?", (S.PENDING,))[: self.settings.schedule_batch]
+            if not pending:
+                return 0
+            hosts = self.store.hosts.where(tx, "state = ?", (HostState.MONITORED,))
+            datastores = self.store.datastores.where(tx, "kind = ?", ("system",))
+            usage = {r[0]: r[1:] for r in tx.execute(
+                f"SELECT host_id, SUM(cpu), SUM(memory), COUNT(*) FROM vms WHERE host_id IS NOT NULL AND state IN "
+                f"({', '.join('?' * len(ON_HOST))}) GROUP BY host_id", tuple(sorted(ON_HOST))).all()}
+            ds_used = {r[0]: r[1] for r in tx.execute(
+                "SELECT datastore_id, SUM(disk_mb) FROM vms WHERE datastore_id IS NOT NULL AND state <> ? "
+                "GROUP BY datastore_id", (S.DONE,)).all()}
+        slots = [HostSlot(h.id, h.cpu_total, h.mem_total, int(usage.get(h.id, (0, 0, 0))[0] or 0),
+                          int(usage.get(h.id, (0, 0, 0))[1] or 0), int(usage.get(h.id, (0, 0, 0))[2] or 0),
+                          h.cluster_id, {**h.attributes, "NAME": h.name, "HYPERVISOR": h.hypervisor})
+                 for h in hosts]
+        stores = [DatastoreSlot(d.id, d.total_mb, int(ds_used.get(d.id) or 0), tuple(d.cluster_ids),
+                                {**d.attributes, "NAME": d.name}) for d in datastores]
+        requests = [Request(vm.id, vm.cpu_units, vm.memory, sum(int(d.get("size_mb", 0)) for d in vm.disks),
+                            vm.requirements, vm.rank,
+                            # A stopped VM keeps its disks: it must come back on the same datastore.
+                            f"ID = {vm.datastore_id}" if vm.datastore_id is not None else vm.ds_requirements)
+                    for vm in pending]
+        placed = 0
+        by_id = {vm.id: vm for vm in pending}
+        for placement in schedule(slots, stores, requests, self.settings.policy):
+            vm = by_id[placement.vm_id]
+            if not placement.placed:
+                if vm.error != placement.reason:
+                    vm.error = placement.reason
+                    self._save(vm, "not placed")
+                continue
+            vm.host_id, vm.datastore_id, vm.error = placement.host_id, placement.datastore_id, ""
+            enter(vm, S.PROLOG)
+            if self._save(vm, f"placed on host {placement.host_id}, datastore {placement.datastore_id}") is vm:
+                placed += 1
+        return placed
+
+    # -- monitoring ------------------------------------------------------------------------------
+    def monitor_hosts(self, force: bool = False) -> int:
+        now = self.clock.now()
+        with self.store.transaction() as tx:
+            hosts = self.store.hosts.where(tx, "state <> ?", (HostState.OFFLINE,))
+            datastores = self.store.datastores.where(tx)
+        due = [h for h in hosts if force or now - h.monitored_at >= self.settings.monitor_interval
+               or h.state == HostState.INIT]
+        for host in due:
+            self._monitor_host(host, now)
+        if force or due:
+            for ds in datastores:
+                try:
+                    total, free = self.backend_for(ds).capacity(ds.path)
+                except (DriverError, OSError) as exc:
+                    log.warning("datastore %s: capacity unknown: %s", ds.name, exc)
+                    continue
+                with self.store.transaction() as tx:
+                    current = self.store.datastores.require(tx, ds.id)
+                    current.total_mb, current.free_mb, current.monitored_at = total, free, now
+                    self.store.datastores.update(tx, current)
+        return len(due)
+
+    def _monitor_host(self, host: Host, now: float) -> None:
+        try:
+            hypervisor = self.hypervisor_for(host)
+            info = hypervisor.host_info()
+            domains = hypervisor.domains()
+        except (DriverError, OSError) as exc:
+            self._host_failed(host, str(exc), now)
+            return
+        with self.store.transaction() as tx:
+            current = self.store.hosts.require(tx, host.id)
+            previous = current.state
+            current.cpu_total, current.mem_total, current.hypervisor = info.cpu_units, info.memory_mb, info.hypervisor
+            current.failures, current.error, current.monitored_at = 0, "", now
+            if current.state in (HostState.INIT, HostState.ERROR):
+                current.state = HostState.MONITORED
+            self.store.hosts.update(tx, current)
+            vms = self.store.vms.where(tx, "host_id = ? AND state IN (?, ?, ?)",
+                                       (host.id, S.RUNNING, S.UNKNOWN, S.SUSPENDED))
+        if previous != current.state:
+            self.hooks.fire("HOST", host.id, current.state)
+        for vm in vms:
+            self._sync_vm(vm, domains.get(vm.domain_name))
+
+    def _sync_vm(self, vm: VM, domain_state: str | None) -> None:
+        """What the hypervisor says wins over what the database last believed."""
+        if domain_state == "running" and vm.state != S.RUNNING:
+            enter(vm, S.RUNNING)
+            self._save(vm, "monitoring: the domain runs")
+        elif domain_state is None and vm.state in (S.RUNNING, S.UNKNOWN, S.SUSPENDED):
+            enter(vm, S.POWEROFF)  # the disks are there, the domain is not (host rebooted, domain destroyed)
+            self._save(vm, "monitoring: the domain disappeared")
+        elif domain_state == "paused" and vm.state != S.SUSPENDED:
+            enter(vm, S.SUSPENDED)
+            self._save(vm, "monitoring: the domain is paused")
+
+    def _host_failed(self, host: Host, error: str, now: float) -> None:
+        with self.store.transaction() as tx:
+            current = self.store.hosts.require(tx, host.id)
+            current.failures += 1
+            current.error, current.monitored_at = error[:500], now
+            became_error = current.failures >= self.settings.error_after and current.state != HostState.ERROR
+            if became_error:
+                current.state = HostState.ERROR
+            self.store.hosts.update(tx, current)
+        log.warning("host %s: monitoring failed (%d): %s", host.name, current.failures, error)
+        if became_error:
+            with self.store.transaction() as tx:
+                vms = self.store.vms.where(tx, "host_id = ? AND state IN (?, ?)", (host.id, S.RUNNING, S.SUSPENDED))
+            for vm in vms:
+                enter(vm, S.UNKNOWN)
+                vm.host_id = host.id
+                self._save(vm, f"host {host.name} in ERROR")
+            self.hooks.fire("HOST", host.id, HostState.ERROR)
+
+    def _resubmit_host_vms(self, host_id: int, state: str) -> None:
+        """Built-in HOST:ERROR hook: the host is gone, so its VMs start again elsewhere."""
+        with self.store.transaction() as tx:
+            vms = self.store.vms.where(tx, "host_id = ? AND state IN (?, ?, ?)",
+                                       (host_id, S.UNKNOWN, S.POWEROFF, S.FAILED))
+        for vm in vms:
+            enter(vm, S.EPILOG, "resubmit")
+            vm.host_id = host_id
+            self._save(vm, f"host {host_id} in ERROR: resubmitted")

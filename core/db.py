@@ -1,0 +1,224 @@
+"""One schema, two databases: SQLite (WAL; the embedded default) and MySQL/MariaDB (the HA pair).
+
+SQL is written once with `?` placeholders; the MySQL side translates them. Each thread gets its
+own connection. Migrations are numbered and applied in order, each recorded in schema_version.
+"""
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+from urllib.parse import parse_qs, unquote, urlparse
+
+DIALECT = {
+    "sqlite": {"pk": "INTEGER PRIMARY KEY AUTOINCREMENT", "text": "TEXT", "name": "VARCHAR(255)"},
+    "mysql": {"pk": "BIGINT PRIMARY KEY AUTO_INCREMENT", "text": "MEDIUMTEXT", "name": "VARCHAR(255)"},
+}
+
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (1, [
+        "CREATE TABLE users (id {pk}, name {name} NOT NULL UNIQUE, token_hash CHAR(64) NOT NULL UNIQUE, "
+        "admin INTEGER NOT NULL, body {text} NOT NULL)",
+        "CREATE TABLE clusters (id {pk}, name {name} NOT NULL UNIQUE, body {text} NOT NULL)",
+        "CREATE TABLE hosts (id {pk}, name {name} NOT NULL UNIQUE, state VARCHAR(16) NOT NULL, "
+        "cluster_id BIGINT, body {text} NOT NULL)",
+        "CREATE TABLE datastores (id {pk}, name {name} NOT NULL UNIQUE, kind VARCHAR(16) NOT NULL, "
+        "body {text} NOT NULL)",
+        "CREATE TABLE images (id {pk}, name {name} NOT NULL UNIQUE, datastore_id BIGINT NOT NULL, "
+        "state VARCHAR(16) NOT NULL, body {text} NOT NULL)",
+        "CREATE TABLE vnets (id {pk}, name {name} NOT NULL UNIQUE, body {text} NOT NULL)",
+        "CREATE TABLE leases (vnet_id BIGINT NOT NULL, ip VARCHAR(15) NOT NULL, vm_id BIGINT NOT NULL, "
+        "PRIMARY KEY (vnet_id, ip))",
+        "CREATE TABLE vms (id {pk}, name {name} NOT NULL, owner_id BIGINT NOT NULL, state VARCHAR(16) NOT NULL, "
+        "host_id BIGINT, datastore_id BIGINT, version BIGINT NOT NULL, cpu INTEGER NOT NULL, "
+        "memory INTEGER NOT NULL, disk_mb BIGINT NOT NULL, body {text} NOT NULL)",
+        "CREATE INDEX vms_state ON vms (state)",
+        "CREATE INDEX vms_host ON vms (host_id)",
+        "CREATE TABLE vm_history (id {pk}, vm_id BIGINT NOT NULL, at DOUBLE PRECISION NOT NULL, "
+        "from_state VARCHAR(16) NOT NULL, to_state VARCHAR(16) NOT NULL, reason {text} NOT NULL)",
+        "CREATE INDEX vm_history_vm ON vm_history (vm_id)",
+    ]),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+class Database:
+    """A thread-safe handle: one connection per thread, transactions as context managers."""
+
+    dialect = "sqlite"
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def sql(self, statement: str) -> str:
+        return statement
+
+    @contextmanager
+    def transaction(self) -> Iterator["Tx"]:
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except Exception:  # closing a connection another thread owns can fail: it is going anyway
+                    pass
+            self._all.clear()
+        self._local = threading.local()
+
+
+class Tx:
+    """The cursor of one transaction."""
+
+    def __init__(self, db: Database, cursor: Any):
+        self.db = db
+        self.cursor = cursor
+
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> "Tx":
+        self.cursor.execute(self.db.sql(statement), tuple(params))
+        return self
+
+    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> "Tx":
+        self.cursor.executemany(self.db.sql(statement), [tuple(r) for r in rows])
+        return self
+
+    def all(self) -> list[tuple]:
+        return list(self.cursor.fetchall())
+
+    def one(self) -> tuple | None:
+        return self.cursor.fetchone()
+
+    @property
+    def rowcount(self) -> int:
+        return self.cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int:
+        return int(self.cursor.lastrowid)
+
+
+class SqliteDatabase(Database):
+    dialect = "sqlite"
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        conn = self._connection()
+        cursor = conn.cursor()
+        cursor.execute("BEGIN IMMEDIATE")  # take the write lock up front: no upgrade deadlocks
+        try:
+            yield Tx(self, cursor)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
+class MysqlDatabase(Database):
+    dialect = "mysql"
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 3306, user: str, password: str, database: str,
+                 unix_socket: str | None = None):
+        super().__init__()
+        self.params = dict(host=host, port=port, user=user, password=password, database=database,
+                           unix_socket=unix_socket)
+
+    def _connect(self) -> Any:
+        import pymysql
+
+        return pymysql.connect(**{k: v for k, v in self.params.items() if v is not None}, autocommit=False,
+                               charset="utf8mb4", connect_timeout=10)
+
+    def sql(self, statement: str) -> str:
+        return statement.replace("%", "%%").replace("?", "%s")
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        conn = self._connection()
+        conn.ping(reconnect=True)  # after a failover the VIP may point at the other node
+        cursor = conn.cursor()
+        try:
+            yield Tx(self, cursor)
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+
+@dataclass(frozen=True)
+class DatabaseUrl:
+    kind: str
+    path: str = ""
+    host: str = "127.0.0.1"
+    port: int = 3306
+    user: str = ""
+    password: str = ""
+    name: str = ""
+    unix_socket: str | None = None
+
+
+def parse_url(url: str) -> DatabaseUrl:
+    """sqlite:///abs/path.db or mysql://user:password@host:port/name[?unix_socket=/run/mysqld.sock]."""
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        if not parsed.path:
+            raise ValueError("a sqlite URL needs a path: sqlite:///var/lib/appliance/manager.db")
+        return DatabaseUrl("sqlite", path=parsed.path)
+    if parsed.scheme == "mysql":
+        query = parse_qs(parsed.query)
+        return DatabaseUrl("mysql", host=parsed.hostname or "127.0.0.1", port=parsed.port or 3306,
+                           user=unquote(parsed.username or ""), password=unquote(parsed.password or ""),
+                           name=parsed.path.lstrip("/"), unix_socket=(query.get("unix_socket") or [None])[0])
+    raise ValueError(f"database URL scheme {parsed.scheme!r} is not sqlite or mysql")
+
+
+def open_database(url: DatabaseUrl) -> Database:
+    if url.kind == "sqlite":
+        return SqliteDatabase(url.path)
+    return MysqlDatabase(host=url.host, port=url.port, user=url.user, password=url.password, database=url.name,
+                         unix_socket=url.unix_socket)
+
+
+def migrate(db: Database) -> int:
+    """Bring the schema to SCHEMA_VERSION. Idempotent; returns the number of migrations applied."""
+    with db.transaction() as tx:
+        tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = tx.execute("SELECT MAX(version) FROM schema_version").one()
+    current = row[0] if row and row[0] is not None else 0
+    applied = 0
+    for version, statements in MIGRATIONS:
+        if version <= current:
+            continue
+        with db.transaction() as tx:
+            for statement in statements:
+                tx.execute(statement.format(**DIALECT[db.dialect]))
+            tx.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+        applied += 1
+    return applied
