@@ -6,56 +6,28 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
 
-from appliance import actions, __version__
-from appliance.reports import ExitCode, Report, ReportError, Severity
+from appliance import actions, cli_manager, __version__
+from appliance.output import run_action
+from appliance.reports import Report, ReportError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn two servers into a highly available cloud frontend, and run it.")
 secrets_app = typer.Typer(no_args_is_help=True, help="Site secrets (mode 0600 file or APPLIANCE_SECRET_* variables).")
 app.add_typer(secrets_app, name="secrets")
+for _name, _sub in (("host", cli_manager.host), ("datastore", cli_manager.datastore), ("image", cli_manager.image),
+                    ("vnet", cli_manager.vnet), ("cluster", cli_manager.cluster), ("vm", cli_manager.vm)):
+    app.add_typer(_sub, name=_name)
 
 InventoryOpt = typer.Option(..., "--inventory", "-i", help="The site inventory (TOML).", dir_okay=False)
 SecretsOpt = typer.Option(None, "--secrets", help="Secrets file (default: the inventory's secrets_file).",
                           dir_okay=False)
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output on stdout.")
-
-
-def _emit_reports(reports: list[Report], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps({"ok": not any(r.severity is Severity.ERROR for r in reports),
-                          "reports": [r.as_dict() for r in reports]}, indent=2, sort_keys=True))
-    else:
-        for report in reports:
-            print(report.render(), file=sys.stderr)
-
-
-def _run(as_json: bool, action: Callable[[], Any]) -> Any:
-    """Call an action; turn expected failures into reports and exit codes, never a traceback."""
-    try:
-        return action()
-    except ReportError as exc:
-        _emit_reports(exc.reports, as_json)
-        errors = sum(1 for r in exc.reports if r.severity is Severity.ERROR)
-        if not as_json:
-            print(f"{errors} error(s); nothing was changed.", file=sys.stderr)
-        raise typer.Exit(int(exc.exit_code))
-    except KeyboardInterrupt:
-        print("interrupted; nothing half-written: files are renamed into place only when complete", file=sys.stderr)
-        raise typer.Exit(130)
-    except Exception as exc:  # a bug: say so plainly, traceback only on request
-        if os.environ.get("APPLIANCE_DEBUG"):
-            traceback.print_exc()
-        print(f"internal error: {exc.__class__.__name__}: {exc}\n"
-              "this is a bug in appliance; run again with APPLIANCE_DEBUG=1 for the traceback", file=sys.stderr)
-        raise typer.Exit(int(ExitCode.INTERNAL))
 
 
 def _apply_not_available() -> None:
@@ -86,10 +58,10 @@ def install(
 ) -> None:
     """Install the HA frontend on the inventory's two nodes (today: --check, the offline plan)."""
     if not check:
-        _run(as_json, _apply_not_available)
+        run_action(as_json, _apply_not_available)
     from appliance.plan import plan_text
 
-    data = _run(as_json, lambda: actions.plan_install(inventory, secrets, diff=diff))
+    data = run_action(as_json, lambda: actions.plan_install(inventory, secrets, diff=diff))
     if as_json:
         print(json.dumps(data, indent=2, sort_keys=True))
     else:
@@ -108,7 +80,7 @@ def render(
 ) -> None:
     """Write every file that would land on each node, with its mode, under OUTPUT/<node>/."""
     progress = (lambda message: None) if as_json else (lambda message: print(f"  {message}", file=sys.stderr))
-    result = _run(as_json, lambda: actions.render_site(inventory, secrets, output, validate=validate, force=force,
+    result = run_action(as_json, lambda: actions.render_site(inventory, secrets, output, validate=validate, force=force,
                                                        progress=progress))
     files = result.manifest["files"]
     if as_json:
@@ -132,7 +104,7 @@ def render(
 @app.command()
 def validate(inventory: Path = InventoryOpt, secrets: Optional[Path] = SecretsOpt, as_json: bool = JsonOpt) -> None:
     """Validate the inventory and its secrets; contacts nothing."""
-    site = _run(as_json, lambda: actions.validate_site(inventory, secrets))
+    site = run_action(as_json, lambda: actions.validate_site(inventory, secrets))
     if as_json:
         print(json.dumps({"ok": True, "reports": [w.as_dict() for w in site.warnings]}, indent=2, sort_keys=True))
     else:
@@ -148,8 +120,20 @@ def secrets_init(
                                           "secrets_file).", dir_okay=False),
 ) -> None:
     """Write fresh random secrets (mode 0600). Refuses to replace an existing file."""
-    path = _run(False, lambda: actions.init_secrets(inventory, output))
+    path = run_action(False, lambda: actions.init_secrets(inventory, output))
     print(f"wrote {path} (mode 0600); add fence device passwords under [fence.<device>]")
+
+
+@app.command()
+def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", dir_okay=False,
+                                               help="manager.toml (default: the embedded default)"),
+          bind: Optional[str] = typer.Option(None, help="Override [api] bind"),
+          port: Optional[int] = typer.Option(None, help="Override [api] port")) -> None:
+    """Run the core manager: reconcile, then the controller loop and the HTTP API, until stopped."""
+    from appliance.serve import serve as run_serve
+
+    logging.getLogger().setLevel(logging.WARNING)
+    run_action(False, lambda: run_serve(config, bind, port))
 
 
 def main() -> None:

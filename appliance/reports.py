@@ -89,6 +89,13 @@ CATALOGUE: dict[str, tuple[ExitCode, str]] = {
     "HOST_KEY_CHANGED": (ExitCode.UNREACHABLE,
                          "the node's host key changed: verify it out of band, then fix known_hosts"),
     "COMMAND_FAILED": (ExitCode.STEP_FAILED, "read the command's output; the step named failed on the node named"),
+    "CONFIG_INVALID": (ExitCode.INVALID_INPUT, "fix the manager config file; see docs/manager.md"),
+    "API_UNREACHABLE": (ExitCode.UNREACHABLE, "start it with `appliance serve`, or set APPLIANCE_URL"),
+    "API_TOKEN_MISSING": (ExitCode.INVALID_INPUT,
+                          "set APPLIANCE_TOKEN_FILE, or run where `appliance serve` wrote admin.token"),
+    "API_ERROR": (ExitCode.STEP_FAILED, "read the message: the manager refused the request"),
+    "API_REFUSED": (ExitCode.INVALID_INPUT, "fix the request as the manager's message says"),
+    "WAIT_TIMEOUT": (ExitCode.STEP_FAILED, "the VMs did not reach the state in time; `appliance vm show` says why"),
 }
 
 

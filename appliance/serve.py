@@ -1,0 +1,195 @@
+"""`appliance serve`: the composition root of the manager.
+
+Reads the config (the same manager.toml the install renders; without one, the embedded default:
+SQLite and qcow2 under the state directory, libvirt test:///default hosts), builds the database,
+drivers and backends, reconciles what a previous run left in flight, then runs the controller loop
+and the HTTP API. The first start writes an administrator token to <state_dir>/admin.token (0600).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from appliance.core.api import create_app
+from appliance.core.clock import SystemClock
+from appliance.core.controller import Controller, Settings
+from appliance.core.db import DatabaseUrl, migrate, open_database
+from appliance.core.entities import Datastore, Host
+from appliance.core.hooks import Hook, Hooks
+from appliance.core.pools import Store
+from appliance.core.scheduler import Policy
+from appliance.core.service import Manager
+from appliance.drivers.fake import FakeHypervisor
+from appliance.drivers.libvirt import LibvirtHypervisor
+from appliance.reports import Report, ReportError
+from appliance.runner.atomic import atomic_write
+from appliance.runner.local import LocalRunner
+from appliance.storage.qcow2 import Qcow2Backend
+
+log = logging.getLogger("appliance.serve")
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("APPLIANCE_HOME") or Path.home() / ".local" / "share" / "appliance")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class DatabaseConfig(_Section):
+    backend: Literal["sqlite", "mysql"] = "sqlite"
+    path: Optional[str] = None  # sqlite: default <state_dir>/manager.db
+    host: str = "127.0.0.1"
+    port: int = Field(3306, ge=1, le=65535)
+    name: str = "appliance"
+    user: str = "appliance"
+    password: str = ""
+    unix_socket: Optional[str] = None
+
+
+class ApiConfig(_Section):
+    bind: str = "127.0.0.1"
+    port: int = Field(2633, ge=1, le=65535)
+
+
+class PathsConfig(_Section):
+    state_dir: Optional[str] = None
+
+
+class SchedulerConfig(_Section):
+    policy: Literal["packing", "striping", "load-aware", "custom", "fixed"] = "packing"
+    rank: str = ""
+    datastore_policy: Literal["packing", "striping"] = "striping"
+    interval: float = Field(1.0, gt=0, le=3600)
+    monitor_interval: float = Field(10.0, gt=0, le=3600)
+    resubmit_on_host_error: bool = True
+
+
+class HookConfig(_Section):
+    on: str = Field(pattern=r"^(VM|HOST):([A-Z]+|\*)$")
+    command: list[str] = Field(min_length=1)
+    timeout: float = Field(30.0, gt=0, le=3600)
+
+
+class ServeConfig(_Section):
+    database: DatabaseConfig = DatabaseConfig()
+    api: ApiConfig = ApiConfig()
+    paths: PathsConfig = PathsConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    hooks: list[HookConfig] = Field(default_factory=list)
+
+
+def load_config(path: Path | None) -> ServeConfig:
+    if path is None:
+        return ServeConfig()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return ServeConfig.model_validate(data)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportError([Report("CONFIG_INVALID", f"cannot read {path}: {exc}", value=str(path))]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ReportError([Report("CONFIG_INVALID", f"{path} is not TOML: {exc}", value=str(path))]) from None
+    except ValidationError as exc:
+        raise ReportError([Report("CONFIG_INVALID", e["msg"], path=".".join(str(p) for p in e["loc"]),
+                                  value=None if isinstance(e.get("input"), (dict, list)) else e.get("input"))
+                           for e in exc.errors(include_url=False)]) from None
+
+
+@dataclass
+class Service:
+    """Everything `serve` runs, built from a config. Tests build one and drive it directly."""
+
+    config: ServeConfig
+    state_dir: Path
+    store: Store
+    manager: Manager
+    controller: Controller
+    hooks: Hooks
+    wake_event: threading.Event
+    stop_event: threading.Event
+
+    @property
+    def token_file(self) -> Path:
+        return self.state_dir / "admin.token"
+
+    def ensure_admin(self) -> None:
+        if not self.manager.has_users():
+            _, token = self.manager.create_user("admin", admin=True)
+            atomic_write(self.token_file, (token + "\n").encode(), 0o600)
+            log.warning("created user admin; its token is in %s (mode 0600)", self.token_file)
+
+    def loop(self) -> None:
+        """The controller: run a pass whenever woken or every interval, until stopped."""
+        interval = self.config.scheduler.interval
+        while not self.stop_event.is_set():
+            try:
+                while self.controller.run_once() and not self.stop_event.is_set():
+                    pass  # keep going while there is work: a deploy is several steps
+            except Exception:  # a bug in one pass must not stop the manager
+                log.exception("controller pass failed")
+            self.wake_event.wait(interval)
+            self.wake_event.clear()
+
+
+def build(config: ServeConfig) -> Service:
+    state_dir = Path(config.paths.state_dir) if config.paths.state_dir else default_home()
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db_config = config.database
+    url = DatabaseUrl("sqlite", path=db_config.path or str(state_dir / "manager.db")) if db_config.backend == "sqlite" \
+        else DatabaseUrl("mysql", host=db_config.host, port=db_config.port, user=db_config.user,
+                         password=db_config.password, name=db_config.name, unix_socket=db_config.unix_socket)
+    db = open_database(url)
+    migrate(db)
+    store = Store(db)
+    runner = LocalRunner()
+    backends = {"qcow2": Qcow2Backend(runner)}
+    fakes: dict[str, FakeHypervisor] = {}
+
+    def hypervisor_for(host: Host) -> Any:
+        if host.driver == "fake":
+            # A fake host keeps its domains in a file: it outlives the manager like a real hypervisor.
+            return fakes.setdefault(host.name, FakeHypervisor(state_file=state_dir / f"fake-{host.name}.json"))
+        return LibvirtHypervisor(host.uri)
+
+    def backend_for(ds: Datastore) -> Any:
+        return backends[ds.backend]
+
+    wake_event, stop_event = threading.Event(), threading.Event()
+    hooks = Hooks([Hook(h.on, tuple(h.command), h.timeout) for h in config.hooks], runner)
+    s = config.scheduler
+    settings = Settings(policy=Policy(s.policy, s.rank, s.datastore_policy), monitor_interval=s.monitor_interval,
+                        resubmit_on_host_error=s.resubmit_on_host_error)
+    controller = Controller(store, hypervisor_for, backend_for, hooks, SystemClock(), settings)
+    manager = Manager(store, backend_for, wake=wake_event.set)
+    return Service(config, state_dir, store, manager, controller, hooks, wake_event, stop_event)
+
+
+def serve(config_path: Path | None, bind: str | None = None, port: int | None = None) -> None:
+    """Run the manager until SIGINT/SIGTERM. Reconciles before it answers any request."""
+    import uvicorn
+
+    config = load_config(config_path)
+    service = build(config)
+    service.ensure_admin()
+    for decision in service.controller.reconcile():
+        log.warning("startup: %s", decision)
+    worker = threading.Thread(target=service.loop, name="controller", daemon=True)
+    worker.start()
+    app = create_app(service.manager)
+    try:
+        uvicorn.run(app, host=bind or config.api.bind, port=port or config.api.port, log_level="warning",
+                    access_log=False)
+    finally:
+        service.stop_event.set()
+        service.wake_event.set()
+        worker.join(timeout=30)
+        service.hooks.close()
+        service.store.db.close()
