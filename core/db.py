@@ -159,10 +159,32 @@ class MysqlDatabase(Database):
     def sql(self, statement: str) -> str:
         return statement.replace("%", "%%").replace("?", "%s")
 
+    IDLE_CHECK = 5.0  # seconds idle after which a connection is checked before use
+
+    def _live_connection(self) -> Any:
+        """This thread's connection; after a failover the VIP may point at a new server, so a
+        connection idle for a while is pinged and replaced when the server is gone."""
+        import time
+
+        import pymysql
+
+        conn = self._connection()
+        now = time.monotonic()
+        if now - getattr(self._local, "used", now) > self.IDLE_CHECK:
+            try:
+                conn.ping(False)
+            except pymysql.err.Error:
+                with self._lock:
+                    if conn in self._all:
+                        self._all.remove(conn)
+                self._local.conn = None
+                conn = self._connection()
+        self._local.used = now
+        return conn
+
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
-        conn = self._connection()
-        conn.ping(reconnect=True)  # after a failover the VIP may point at the other node
+        conn = self._live_connection()
         cursor = conn.cursor()
         try:
             yield Tx(self, cursor)
