@@ -62,6 +62,10 @@ class ApiConfig(_Section):
 
 class PathsConfig(_Section):
     state_dir: Optional[str] = None
+    # Directories that may hold datastores, and from which images may be imported.
+    # Default: <state_dir>/datastores and <state_dir>/import.
+    datastore_roots: Optional[list[str]] = None
+    import_roots: Optional[list[str]] = None
 
 
 class SchedulerConfig(_Section):
@@ -139,6 +143,21 @@ class Service:
             self.wake_event.clear()
 
 
+def resolved_paths(roots: list[str]):
+    """A path policy that follows symlinks: the real path must lie under a real root."""
+    from appliance.core.errors import CoreError
+
+    real_roots = [os.path.realpath(r) for r in roots]
+
+    def check(path: str, what: str) -> str:
+        real = os.path.realpath(path)
+        if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in real_roots):
+            raise CoreError("VALUE_INVALID", f"{what} {path} is not under an allowed directory ({', '.join(roots)})",
+                            field=what, allowed=roots)
+        return path
+    return check
+
+
 def build(config: ServeConfig) -> Service:
     state_dir = Path(config.paths.state_dir) if config.paths.state_dir else default_home()
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -162,13 +181,16 @@ def build(config: ServeConfig) -> Service:
     def backend_for(ds: Datastore) -> Any:
         return backends[ds.backend]
 
+    datastore_roots = config.paths.datastore_roots or [str(state_dir / "datastores")]
+    import_roots = config.paths.import_roots or [str(state_dir / "import")] + datastore_roots
     wake_event, stop_event = threading.Event(), threading.Event()
     hooks = Hooks([Hook(h.on, tuple(h.command), h.timeout) for h in config.hooks], runner)
     s = config.scheduler
     settings = Settings(policy=Policy(s.policy, s.rank, s.datastore_policy), monitor_interval=s.monitor_interval,
                         resubmit_on_host_error=s.resubmit_on_host_error)
     controller = Controller(store, hypervisor_for, backend_for, hooks, SystemClock(), settings)
-    manager = Manager(store, backend_for, wake=wake_event.set)
+    manager = Manager(store, backend_for, wake=wake_event.set, datastore_paths=resolved_paths(datastore_roots),
+                      import_paths=resolved_paths(import_roots))
     return Service(config, state_dir, store, manager, controller, hooks, wake_event, stop_event)
 
 

@@ -70,11 +70,27 @@ class VmSpec:
     hold: bool = False
 
 
+def lexical_paths(roots: list[str]) -> Callable[[str, str], str]:
+    """A path policy: the path must lie under one of `roots` (no symlink resolution; tests and simple setups)."""
+    def check(path: str, what: str) -> str:
+        if not any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots):
+            raise CoreError("VALUE_INVALID", f"{what} {path} is not under an allowed directory", field=what,
+                            allowed=roots)
+        return path
+    return check
+
+
 class Manager:
-    def __init__(self, store: Store, backend_for: Callable[[Datastore], Backend], wake: Callable[[], None] = lambda: None):
+    def __init__(self, store: Store, backend_for: Callable[[Datastore], Backend], wake: Callable[[], None] = lambda: None,
+                 datastore_paths: Callable[[str, str], str] | None = None,
+                 import_paths: Callable[[str, str], str] | None = None):
         self.store = store
         self.backend_for = backend_for
         self.wake = wake
+        # Which directories may become datastores and which files may be imported: set by the operator,
+        # so an API user cannot point the manager at /etc or read /etc/shadow as a disk image.
+        self.datastore_paths = datastore_paths or lexical_paths(["/"])
+        self.import_paths = import_paths or lexical_paths(["/"])
         self.pools: dict[str, Pool] = {"host": store.hosts, "datastore": store.datastores, "image": store.images,
                                        "vnet": store.vnets, "vm": store.vms, "cluster": store.clusters}
 
@@ -170,8 +186,9 @@ class Manager:
             raise CoreError("VALUE_INVALID", "kind must be system or image", field="kind", value=kind)
         if backend not in BACKENDS:
             raise CoreError("VALUE_INVALID", f"backend {backend!r} is not one of {BACKENDS}", field="backend")
-        ds = Datastore(name=_name(name), backend=backend, kind=kind, path=_path(path, "path"),
-                       cluster_ids=list(cluster_ids or []), attributes=dict(attributes or {}))
+        ds = Datastore(name=_name(name), backend=backend, kind=kind,
+                       path=self.datastore_paths(_path(path, "path"), "path"),
+                       cluster_ids=sorted(set(cluster_ids or [])), attributes=dict(attributes or {}))
         try:
             ds.total_mb, ds.free_mb = self.backend_for(ds).capacity(ds.path)
         except (DriverError, OSError) as exc:
@@ -196,7 +213,7 @@ class Manager:
             raise CoreError("VALUE_INVALID", "give either source (a file to import) or size_mb (a blank image)",
                             field="source")
         if source is not None:
-            _path(source, "source")
+            source = self.import_paths(_path(source, "source"), "source")
         with self.store.transaction() as tx:
             ds = self.store.datastores.require(tx, datastore_id)
             if ds.kind != "image":

@@ -98,3 +98,23 @@ def test_openapi_spec_is_published(api):
     spec = api.get("/api/v1/openapi.json").json()
     assert spec["info"]["title"] == "appliance manager"
     assert {"/api/v1/vms", "/api/v1/vms/{ident}/action", "/api/v1/hosts"} <= set(spec["paths"])
+
+
+def test_datastores_and_imports_only_from_allowed_directories(world, tmp_path):
+    from appliance.core.errors import CoreError
+    from appliance.serve import resolved_paths
+
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "escape").symlink_to("/etc")
+    policy = resolved_paths([str(allowed)])
+    world.manager.datastore_paths = world.manager.import_paths = policy
+    for path in ("/", "/etc", str(allowed / "escape")):
+        with pytest.raises(CoreError) as error:
+            world.manager.create_datastore("bad", path)
+        assert error.value.code == "VALUE_INVALID" and error.value.details["allowed"] == [str(allowed)]
+    (allowed / "images").mkdir()
+    images = world.manager.create_datastore("images", str(allowed / "images"), kind="image")
+    with pytest.raises(CoreError):
+        world.manager.create_image("shadow", images.id, source="/etc/shadow")
+    assert world.manager.page("image", 0, 10) == ([], None)
