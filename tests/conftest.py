@@ -52,6 +52,19 @@ def require_tool(*tools: str) -> None:
     pytest.skip(message)
 
 
+def require_module(name: str):
+    """Real tier: the test needs this Python module (e.g. libvirt). Missing in CI fails."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        message = f"missing Python module {name} (run `make deps`)"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 def require_root_namespaces() -> None:
     ok = subprocess.run(["unshare", "--net", "--uts", "true"], capture_output=True).returncode == 0
     if not ok:

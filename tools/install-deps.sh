@@ -8,6 +8,8 @@ python3 python3-venv python3-pip
 pacemaker-cli-utils corosync resource-agents
 drbd-utils lvm2 lighttpd lighttpd-mod-openssl openssl
 util-linux iproute2 openssh-client openssh-server bash procps
+qemu-utils mariadb-server
+libvirt-dev pkg-config gcc python3-dev
 "
 
 missing=""

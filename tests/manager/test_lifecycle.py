@@ -1,6 +1,7 @@
 """VM lifecycle scenarios, on SQLite and on MariaDB, with real qcow2 overlays and fake hypervisors."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -233,7 +234,7 @@ def test_exhausted_network_refuses_the_vm_and_keeps_nothing(world):
     with pytest.raises(CoreError) as error:
         world.manager.create_vm(spec("b", nics=[net.id]))
     assert error.value.code == "NO_ADDRESS"
-    assert [v["name"] for v in map(__import__("json").loads, world.manager.page("vm", 0, 10)[0])] == ["a"]
+    assert [json.loads(v)["name"] for v in world.manager.page("vm", 0, 10)[0]] == ["a"]
 
 
 def test_hooks_run_commands_with_the_vm_id(database, tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_tool
+from tests.conftest import require_module, require_tool
 
 DISK_STATES = {"PROLOG", "BOOT", "RUNNING", "SHUTDOWN", "EPILOG", "MIGRATE", "POWEROFF", "SUSPENDED", "STOPPED",
                "FAILED", "UNKNOWN"}
@@ -106,7 +106,7 @@ def setup_cloud(serve: Serve, tmp: Path, driver: str) -> int:
 
 def test_ten_vms_from_the_cli_run_on_real_overlays(serve, tmp_path):
     require_tool("qemu-img")
-    pytest.importorskip("libvirt") if not os.environ.get("CI") else __import__("libvirt")
+    require_module("libvirt")
     image_id = setup_cloud(serve, tmp_path, "libvirt")
     created = serve.cli("vm", "create", "web", "--cpu", "0.5", "--memory", "128", "--disk", str(image_id),
                         "--count", "10")
@@ -124,7 +124,7 @@ def test_ten_vms_from_the_cli_run_on_real_overlays(serve, tmp_path):
 @pytest.mark.parametrize("driver", ["fake", "libvirt"])
 def test_sigkill_during_deploy_leaves_every_vm_in_a_true_state(serve, tmp_path, driver):
     if driver == "libvirt":
-        __import__("libvirt")
+        require_module("libvirt")
     image_id = setup_cloud(serve, tmp_path, driver)
     created = serve.cli("vm", "create", "batch", "--cpu", "0.01", "--memory", "16", "--disk", str(image_id),
                         "--count", "150")

@@ -1,0 +1,108 @@
+"""The qcow2 backend against real qemu-img, and the libvirt domain XML (golden) and driver."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from appliance.core.protocols import DiskSpec, DomainSpec, DriverError, NicSpec
+from appliance.drivers.libvirt import LibvirtHypervisor, domain_type, domain_xml
+from appliance.runner.local import LocalRunner
+from appliance.storage import qcow2
+from tests.conftest import GOLDEN, require_module, require_tool
+
+SPEC = DomainSpec("appliance-7", 2, 1024, (DiskSpec("/srv/ds/vms/7/disk.0.qcow2", "vda"),),
+                  (NicSpec("br0", "02:00:0a:00:00:05"),), {"vm_id": "7", "name": "web"})
+
+
+@pytest.fixture
+def backend():
+    require_tool("qemu-img")
+    return qcow2.Qcow2Backend(LocalRunner())
+
+
+def info(path: str) -> dict:
+    return json.loads(subprocess.run(["qemu-img", "info", "--output=json", path], capture_output=True, text=True,
+                                     check=True).stdout)
+
+
+def test_clone_is_an_overlay_of_the_image_and_verify_checks_it(backend, tmp_path):
+    image = str(tmp_path / "base.qcow2")
+    backend.create_image(image, 64)
+    disk = backend.disk_path(str(tmp_path), 3, 0)
+    backend.clone(image, disk)
+    assert info(disk)["backing-filename"] == image and info(disk)["virtual-size"] == 64 * 1024 * 1024
+    assert backend.verify(disk, image) and not backend.verify(disk, str(tmp_path / "other.qcow2"))
+    Path(disk).write_bytes(b"garbage")  # a torn file is not a valid overlay
+    assert not backend.verify(disk, image)
+    assert backend.vm_ids_with_disks(str(tmp_path)) == [3]
+    backend.delete_vm_disks(str(tmp_path), 3)
+    assert backend.vm_ids_with_disks(str(tmp_path)) == []
+
+
+def test_failed_clone_leaves_no_file(backend, tmp_path):
+    disk = backend.disk_path(str(tmp_path), 4, 0)
+    with pytest.raises(DriverError):
+        backend.clone(str(tmp_path / "missing.qcow2"), disk)
+    assert not Path(disk).exists() and not Path(disk + ".tmp").exists()
+
+
+def test_snapshots_create_revert_delete(backend, tmp_path):
+    image = str(tmp_path / "img.qcow2")
+    backend.create_image(image, 16)
+    backend.snapshot_create(image, "before-upgrade")
+    assert backend.snapshots(image) == ["before-upgrade"]
+    backend.snapshot_revert(image, "before-upgrade")
+    backend.snapshot_delete(image, "before-upgrade")
+    assert backend.snapshots(image) == []
+    with pytest.raises(DriverError):
+        backend.snapshot_create(image, "bad name; rm -rf /")
+
+
+def test_resize_import_and_capacity(backend, tmp_path):
+    raw = tmp_path / "source.raw"
+    raw.write_bytes(b"\0" * (2 * 1024 * 1024))
+    target = str(tmp_path / "imported.qcow2")
+    assert backend.import_image(str(raw), target) == 2
+    assert info(target)["format"] == "qcow2"
+    backend.resize(target, 10)
+    assert backend.virtual_size_mb(target) == 10
+    total, free = backend.capacity(str(tmp_path))
+    assert 0 < free <= total
+
+
+def test_command_builders_are_argv_lists():
+    assert qcow2.overlay_cmd("/a.qcow2", "/b.qcow2") == ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
+                                                        "-b", "/a.qcow2", "/b.qcow2"]
+    assert qcow2.capacity_cmd("/srv") == ["df", "--block-size=1M", "--output=size,avail", "/srv"]
+
+
+def test_domain_xml_matches_golden(update_golden):
+    xml = domain_xml(SPEC, "kvm")
+    golden = GOLDEN / "drivers" / "domain-kvm.xml"
+    if update_golden:
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(xml)
+    assert xml == golden.read_text()
+    assert domain_type("test:///default") == "test" and domain_type("qemu+ssh://h/system") == "kvm"
+
+
+def test_libvirt_test_driver_lifecycle():
+    require_module("libvirt")
+    hypervisor = LibvirtHypervisor("test:///default")
+    spec = DomainSpec("appliance-test-lifecycle", 1, 64, (DiskSpec("/tmp/x.qcow2", "vda"),))
+    hypervisor.ensure_absent(spec.name)
+    hypervisor.ensure_running(spec)
+    hypervisor.ensure_running(spec)  # idempotent
+    assert hypervisor.domain_state(spec.name) == "running"
+    hypervisor.ensure_paused(spec.name)
+    assert hypervisor.domains()[spec.name] == "paused"
+    hypervisor.ensure_running(spec)
+    hypervisor.ensure_stopped(spec.name)
+    assert hypervisor.domain_state(spec.name) == "shutoff"
+    hypervisor.ensure_absent(spec.name)
+    hypervisor.ensure_absent(spec.name)
+    assert hypervisor.domain_state(spec.name) is None
+    assert hypervisor.host_info().cpu_units > 0
