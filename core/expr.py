@@ -119,10 +119,15 @@ def _arith(op: str, left: Any, right: Any) -> Any:
 
 
 class _Parser:
-    def __init__(self, source: str):
+    def __init__(self, source: str, directions: Mapping[str, int] | None = None):
         self.tokens = _tokens(source)
         self.index = 0
         self.names: set[str] = set()
+        # For falls_only(): how each variable moves (+1 grows, -1 shrinks), and what was seen.
+        self.directions = directions or {}
+        self.negated = 0
+        self.moving_refs = 0
+        self.falling_refs = 0
 
     def peek(self) -> tuple[str, str, int]:
         return self.tokens[self.index]
@@ -162,7 +167,9 @@ class _Parser:
     def not_(self) -> Compiled:
         if self.peek()[1] == "!" and self.peek()[0] == "op":
             self.take()
+            self.negated += 1
             inner = self.not_()
+            self.negated -= 1
             return lambda v: not bool(inner(v))
         return self.cmp()
 
@@ -173,6 +180,10 @@ class _Parser:
             self.take()
             right = self.sum()
             name, constant = getattr(left, "variable", None), getattr(right, "number", None)
+            direction = self.directions.get(name or "", 0)
+            if direction and constant is not None and not self.negated and \
+                    ((direction < 0 and value in (">", ">=")) or (direction > 0 and value in ("<", "<="))):
+                self.falling_refs += 1  # e.g. FREE_CPU > 60: can only turn false as the variable moves
             if name is not None and constant is not None:
                 # The common shape `FREE_CPU > 60`, without the generic dispatch.
                 def compare_variable(v, name=name, constant=constant, op=value, fast=_OPS[value]):
@@ -217,6 +228,8 @@ class _Parser:
             return lambda v: text
         if kind == "name":
             self.names.add(value)
+            if value in self.directions:
+                self.moving_refs += 1
             lookup = lambda v: v.get(value, MISSING)  # noqa: E731
             lookup.variable = value
             return lookup
@@ -253,3 +266,13 @@ def variables(source: str) -> set[str]:
     if source.strip():
         parser.parse()
     return parser.names
+
+
+def falls_only(source: str, directions: Mapping[str, int]) -> bool:
+    """True when the requirement can only turn from true to false as the variables move the way
+    `directions` says (+1 grows, -1 shrinks): every moving variable sits in a plain comparison with a
+    constant, in the falling direction, outside any negation. Conservative: False when unsure."""
+    parser = _Parser(source, directions)
+    if source.strip():
+        parser.parse()
+    return parser.moving_refs == parser.falling_refs

@@ -18,7 +18,7 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from .expr import compile_rank, compile_requirement, variables
+from .expr import compile_rank, compile_requirement, falls_only, variables
 
 POLICIES = ("packing", "striping", "load-aware", "custom", "fixed")
 DS_POLICIES = ("packing", "striping")
@@ -125,6 +125,8 @@ _LIVE = {
     "RUNNING_VMS": lambda h: h.running,
 }
 _USAGE = {"USED_CPU", "USED_MEM", "FREE_CPU", "FREE_MEM", "RUNNING_VMS"}
+# How placing a VM moves each usage variable: used and running grow, free shrinks.
+_USAGE_DIRECTION = {"USED_CPU": 1, "USED_MEM": 1, "RUNNING_VMS": 1, "FREE_CPU": -1, "FREE_MEM": -1}
 
 
 def _priority(host: "_Host") -> float:
@@ -240,7 +242,8 @@ class _Group:
         # Lazy groups skip catching up on changed hosts: their rank can only fall as VMs are placed
         # and their eligibility never changes, so a stale entry's key is an upper bound; it is
         # re-ranked when it reaches the top.
-        self.lazy = self.static is not None and rank_source.strip() in _NON_INCREASING
+        self.lazy = rank_source.strip() in _NON_INCREASING and (
+            self.static is not None or falls_only(request.requirements, _USAGE_DIRECTION))
         self.gone: set[int] = set()  # hosts that can never fit this demand again in this pass
         self.heap: list[tuple[float, int, int]] = []
         self.seen = log_position
@@ -248,29 +251,33 @@ class _Group:
             self.offer(host)
         heapq.heapify(self.heap)
 
-    def offer(self, host: _Host) -> None:
-        if host.id in self.gone:
-            return
+    def _eligible(self, host: _Host) -> bool:
+        """Fits this group's demand (else gone for good) and meets its requirement now."""
         if host.cpu_total - host.cpu_used < self.cpu or host.mem_total - host.mem_used < self.mem:
             self.gone.add(host.id)
-            return
+            return False
         if self.static is not None:
             eligible = self.static.get(host.id)
             if eligible is None:
                 eligible = self.static[host.id] = self.requirement(host)
-        else:
-            eligible = self.requirement(host)
-        if eligible:
+            return eligible
+        return self.requirement(host)
+
+    def offer(self, host: _Host) -> None:
+        if host.id not in self.gone and self._eligible(host):
             heapq.heappush(self.heap, (-self.rank(host), host.id, host.version))
 
     def best(self, by_id: dict[int, _Host]) -> _Host | None:
-        while self.heap:
-            _, host_id, version = self.heap[0]
+        heap = self.heap
+        while heap:
+            _, host_id, version = heap[0]
             host = by_id[host_id]
             if version != host.version or host_id in self.gone:
-                heapq.heappop(self.heap)  # stale: eager groups already hold its current entry
-                if self.lazy:
-                    self.offer(host)
+                if self.lazy and host_id not in self.gone and self._eligible(host):
+                    # Re-rank in place: one heap operation instead of a pop and a push.
+                    heapq.heapreplace(heap, (-self.rank(host), host_id, host.version))
+                else:
+                    heapq.heappop(heap)  # stale: an eager group already holds its current entry
                 continue
             if not host.fits(self.cpu, self.mem):
                 heapq.heappop(self.heap)
