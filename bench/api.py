@@ -94,6 +94,7 @@ def best_of(n: int, function, *args) -> tuple[float, object]:
 
 def load(port: int, token: str, clients: int, per_client: int, vms: int, mix: bool) -> dict:
     latencies: list[float] = []
+    by_kind: dict[str, list[float]] = {}
     errors = []
     lock = threading.Lock()
 
@@ -118,6 +119,9 @@ def load(port: int, token: str, clients: int, per_client: int, vms: int, mix: bo
             status, payload = api.call(*request)
             elapsed = time.perf_counter() - start
             mine.append(elapsed)
+            kind = request[0] + " " + request[1].split("?")[0].rstrip("0123456789")
+            with lock:
+                by_kind.setdefault(kind, []).append(elapsed)
             if status >= 300:
                 with lock:
                     errors.append((request[:2], status, payload[:100]))
@@ -136,7 +140,8 @@ def load(port: int, token: str, clients: int, per_client: int, vms: int, mix: bo
             "per_second": round(len(latencies) / wall, 1),
             "p50_ms": round(1000 * latencies[len(latencies) // 2], 2),
             "p99_ms": round(1000 * latencies[int(len(latencies) * 0.99) - 1], 2),
-            "max_ms": round(1000 * latencies[-1], 2), "first_errors": [str(e) for e in errors[:3]]}
+            "max_ms": round(1000 * latencies[-1], 2), "first_errors": [str(e) for e in errors[:3]],
+            "p99_ms_by_kind": {k: round(1000 * sorted(v)[int(len(v) * 0.99) - 1], 2) for k, v in by_kind.items()}}
 
 
 def main() -> None:
@@ -175,6 +180,7 @@ def main() -> None:
             mixed = load(port, token, clients, per_client, vms, mix=True)
             print(f"health only ({clients} clients): {ceiling['per_second']} req/s, p50 {ceiling['p50_ms']} ms, "
                   f"p99 {ceiling['p99_ms']} ms")
+            print(f"mixed p99 by kind: {mixed['p99_ms_by_kind']}")
             print(f"mixed       ({clients} clients): {mixed['per_second']} req/s, p50 {mixed['p50_ms']} ms, "
                   f"p99 {mixed['p99_ms']} ms, errors {mixed['errors']}   mixed / health = "
                   f"{mixed['per_second'] / ceiling['per_second']:.2f}")

@@ -56,7 +56,7 @@ class Controller:
         return work
 
     def advance_all(self) -> int:
-        with self.store.transaction() as tx:
+        with self.store.read() as tx:
             ids = [r[0] for r in tx.execute(
                 "SELECT id FROM vms WHERE state IN (?, ?, ?, ?, ?) ORDER BY id", tuple(sorted(TRANSIENT))).all()]
         for vm_id in ids:
@@ -67,7 +67,7 @@ class Controller:
     def reconcile(self) -> list[str]:
         """After a restart: say what each in-flight VM was doing, finish or roll it back, sweep orphans."""
         decisions = []
-        with self.store.transaction() as tx:
+        with self.store.read() as tx:
             in_flight = self.store.vms.where(tx, "state IN (?, ?, ?, ?, ?)", tuple(sorted(TRANSIENT)))
         for vm in in_flight:
             before = f"VM {vm.id} found in {vm.state}" + (f" ({vm.intent})" if vm.intent else "")
@@ -85,7 +85,7 @@ class Controller:
     def sweep_orphans(self) -> list[str]:
         """Disks no VM owns and domains no VM owns are removed; nothing else is touched."""
         decisions = []
-        with self.store.transaction() as tx:
+        with self.store.read() as tx:
             datastores = self.store.datastores.where(tx, "kind = ?", ("system",))
             hosts = self.store.hosts.where(tx, "state IN (?, ?)", (HostState.MONITORED, HostState.DISABLED))
             owners = {r[0]: (r[1], r[2], r[3]) for r in tx.execute(
@@ -118,7 +118,7 @@ class Controller:
     # -- the steps -------------------------------------------------------------------------------
     def advance(self, vm_id: int) -> VM | None:
         """Run the step of the VM's transient state once; persist where it leads (or FAILED)."""
-        with self.store.transaction() as tx:
+        with self.store.read() as tx:
             vm = self.store.vms.get(tx, vm_id)
         if vm is None or vm.state not in TRANSIENT:
             return vm
@@ -149,7 +149,7 @@ class Controller:
         return vm
 
     def _context(self, vm: VM) -> tuple[Host, Datastore, Backend]:
-        with self.store.transaction() as tx:
+        with self.store.read() as tx:
             if vm.host_id is None or vm.datastore_id is None:
                 raise CoreError("STATE_INVALID", f"VM {vm.id} in {vm.state} has no host or datastore")
             host = self.store.hosts.require(tx, vm.host_id)
@@ -158,7 +158,7 @@ class Controller:
 
     def _prolog(self, vm: VM) -> None:
         _, ds, backend = self._context(vm)
-        with self.store.transaction() as tx:
+        with self.store.read() as tx:
             images = {d["image_id"]: self.store.images.require(tx, d["image_id"]) for d in vm.disks}
         for index, disk in enumerate(vm.disks):
             image = images[disk["image_id"]]
@@ -190,7 +190,7 @@ class Controller:
             hypervisor.ensure_stopped(vm.domain_name, graceful=True)
 
     def _epilog(self, vm: VM) -> None:
-        with self.store.transaction() as tx:
+        with self.store.read() as tx:
             host = self.store.hosts.get(tx, vm.host_id) if vm.host_id is not None else None
             ds = self.store.datastores.get(tx, vm.datastore_id) if vm.datastore_id is not None else None
         # A host in ERROR is presumed fenced: its domains are gone with it, only the disks remain.
@@ -205,7 +205,7 @@ class Controller:
                 tx.execute("DELETE FROM leases WHERE vm_id = ?", (vm.id,))
 
     def _migrate(self, vm: VM) -> None:
-        with self.store.transaction() as tx:
+        with self.store.read() as tx:
             if vm.target_host_id is None:
                 raise CoreError("STATE_INVALID", f"VM {vm.id} is migrating to no host")
             source = self.store.hosts.require(tx, vm.host_id)
@@ -214,7 +214,7 @@ class Controller:
 
     # -- scheduling ------------------------------------------------------------------------------
     def schedule_pending(self) -> int:
-        with self.store.transaction() as tx:
+        with self.store.read() as tx:
             pending = self.store.vms.where(tx, "state = ?", (S.PENDING,))[: self.settings.schedule_batch]
             if not pending:
                 return 0
@@ -255,7 +255,7 @@ class Controller:
     # -- monitoring ------------------------------------------------------------------------------
     def monitor_hosts(self, force: bool = False) -> int:
         now = self.clock.now()
-        with self.store.transaction() as tx:
+        with self.store.read() as tx:
             hosts = self.store.hosts.where(tx, "state <> ?", (HostState.OFFLINE,))
             datastores = self.store.datastores.where(tx)
         due = [h for h in hosts if force or now - h.monitored_at >= self.settings.monitor_interval

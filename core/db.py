@@ -69,7 +69,8 @@ class Database:
         return statement
 
     @contextmanager
-    def transaction(self) -> Iterator["Tx"]:
+    def transaction(self, readonly: bool = False) -> Iterator["Tx"]:
+        """readonly: a consistent snapshot that never waits for, or blocks, a writer."""
         raise NotImplementedError
         yield  # pragma: no cover
 
@@ -129,10 +130,11 @@ class SqliteDatabase(Database):
         return conn
 
     @contextmanager
-    def transaction(self) -> Iterator[Tx]:
+    def transaction(self, readonly: bool = False) -> Iterator[Tx]:
         conn = self._connection()
         cursor = conn.cursor()
-        cursor.execute("BEGIN IMMEDIATE")  # take the write lock up front: no upgrade deadlocks
+        # Writers take the write lock up front (no upgrade deadlocks); readers take a WAL snapshot.
+        cursor.execute("BEGIN DEFERRED" if readonly else "BEGIN IMMEDIATE")
         try:
             yield Tx(self, cursor)
         except BaseException:
@@ -183,7 +185,7 @@ class MysqlDatabase(Database):
         return conn
 
     @contextmanager
-    def transaction(self) -> Iterator[Tx]:
+    def transaction(self, readonly: bool = False) -> Iterator[Tx]:
         conn = self._live_connection()
         cursor = conn.cursor()
         try:

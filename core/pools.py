@@ -21,8 +21,8 @@ class Pool(Generic[T]):
 
     def insert(self, tx: Tx, entity: T) -> T:
         names = ["name", *self.columns, "body"]
-        if tx.execute(f"SELECT id FROM {self.table} WHERE name = ?", (entity.name,)).one() and \
-                self.kind != "vm":
+        # VM names need not be unique (web-0 may run twice); every other name is, and is indexed.
+        if self.kind != "vm" and tx.execute(f"SELECT id FROM {self.table} WHERE name = ?", (entity.name,)).one():
             raise CoreError("NAME_TAKEN", f"a {self.kind} named {entity.name!r} exists", name=entity.name)
         tx.execute(f"INSERT INTO {self.table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
                    self._values(entity))
@@ -107,3 +107,7 @@ class Store:
 
     def transaction(self):
         return self.db.transaction()
+
+    def read(self):
+        """A read-only snapshot: use it for everything that writes nothing."""
+        return self.db.transaction(readonly=True)

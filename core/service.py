@@ -110,21 +110,21 @@ class Manager:
         return user, token
 
     def user_for_token(self, token: str) -> User | None:
-        with self.store.transaction() as tx:
+        with self.store.read() as tx:
             row = tx.execute("SELECT body FROM users WHERE token_hash = ?", (token_hash(token),)).one()
         return User.from_body(row[0]) if row else None
 
     def has_users(self) -> bool:
-        with self.store.transaction() as tx:
+        with self.store.read() as tx:
             return tx.execute("SELECT COUNT(*) FROM users").one()[0] > 0
 
     # -- reading ---------------------------------------------------------------------------------
     def get(self, kind: str, ident: int) -> Any:
-        with self.store.transaction() as tx:
+        with self.store.read() as tx:
             return self.pools[kind].require(tx, ident)
 
     def page(self, kind: str, after: int, limit: int, state: str | None = None) -> tuple[list[str], int | None]:
-        with self.store.transaction() as tx:
+        with self.store.read() as tx:
             if kind == "vm":
                 if state:
                     return self.store.vms.page(tx, after, limit, "state = ?", (state,))
@@ -132,7 +132,7 @@ class Manager:
             return self.pools[kind].page(tx, after, limit)
 
     def history(self, vm_id: int) -> list[dict[str, Any]]:
-        with self.store.transaction() as tx:
+        with self.store.read() as tx:
             self.store.vms.require(tx, vm_id)
             return self.store.vms.history(tx, vm_id)
 
@@ -279,7 +279,7 @@ class Manager:
             self.store.vnets.delete(tx, vnet_id)
 
     def leases(self, vnet_id: int) -> list[dict[str, Any]]:
-        with self.store.transaction() as tx:
+        with self.store.read() as tx:
             self.store.vnets.require(tx, vnet_id)
             rows = tx.execute("SELECT ip, vm_id FROM leases WHERE vnet_id = ? ORDER BY ip", (vnet_id,)).all()
         return [{"ip": r[0], "vm_id": r[1]} for r in rows]
