@@ -31,6 +31,8 @@ demo: deps
 	$(BIN)/appliance render -i $(EXAMPLE) -o $(DEMO_OUT) --force
 	@echo "== 3. what Pacemaker does when cloud-cc01 dies =="
 	@cat $(DEMO_OUT)/cluster/failover-cloud-cc01.txt
+	@echo "== 4. the core manager on the embedded default: ten VMs on real qcow2 overlays =="
+	./tools/manager-demo.sh
 
 test: deps
 	$(BIN)/pytest -q
