@@ -236,10 +236,6 @@ def create_app(manager: Manager) -> FastAPI:
     def host_action(_: Auth, ident: Id, body: HostActionIn) -> Response:
         return _json(manager.host_action(ident, body.action).body())
 
-    @app.delete(f"{PREFIX}/hosts/{{ident}}", status_code=204, responses=ERRORS, operation_id="delete_host")
-    def delete_host(_: Auth, ident: Id) -> Response:
-        manager.delete_host(ident)
-        return Response(status_code=204)
 
     @app.post(f"{PREFIX}/datastores", status_code=201, response_model=Datastore, responses=ERRORS,
               operation_id="create_datastore")
@@ -247,10 +243,6 @@ def create_app(manager: Manager) -> FastAPI:
         return _json(manager.create_datastore(body.name, body.path, body.kind, body.backend, body.cluster_ids,
                                               body.attributes).body(), 201)
 
-    @app.delete(f"{PREFIX}/datastores/{{ident}}", status_code=204, responses=ERRORS, operation_id="delete_datastore")
-    def delete_datastore(_: Auth, ident: Id) -> Response:
-        manager.delete_datastore(ident)
-        return Response(status_code=204)
 
     @app.post(f"{PREFIX}/images", status_code=201, response_model=Image, responses=ERRORS,
               operation_id="create_image")
@@ -258,20 +250,23 @@ def create_app(manager: Manager) -> FastAPI:
         return _json(manager.create_image(body.name, body.datastore_id, body.source, body.size_mb,
                                           body.persistent).body(), 201)
 
-    @app.delete(f"{PREFIX}/images/{{ident}}", status_code=204, responses=ERRORS, operation_id="delete_image")
-    def delete_image(_: Auth, ident: Id) -> Response:
-        manager.delete_image(ident)
-        return Response(status_code=204)
 
     @app.post(f"{PREFIX}/vnets", status_code=201, response_model=VNet, responses=ERRORS, operation_id="create_vnet")
     def create_vnet(_: Auth, body: VNetIn) -> Response:
         return _json(manager.create_vnet(body.name, body.bridge, [r.model_dump() for r in body.ranges],
                                          body.mac_prefix).body(), 201)
 
-    @app.delete(f"{PREFIX}/vnets/{{ident}}", status_code=204, responses=ERRORS, operation_id="delete_vnet")
-    def delete_vnet(_: Auth, ident: Id) -> Response:
-        manager.delete_vnet(ident)
-        return Response(status_code=204)
+
+    def deletion(kind: str, delete) -> None:
+        def handler(_: Auth, ident: Id) -> Response:
+            delete(ident)
+            return Response(status_code=204)
+        app.delete(f"{PREFIX}/{kind}s/{{ident}}", status_code=204, responses=ERRORS, operation_id=f"delete_{kind}",
+                   summary=f"Delete a {kind} (409 IN_USE while anything depends on it)")(handler)
+
+    for kind, delete in (("host", manager.delete_host), ("datastore", manager.delete_datastore),
+                         ("image", manager.delete_image), ("vnet", manager.delete_vnet)):
+        deletion(kind, delete)
 
     @app.post(f"{PREFIX}/vms", status_code=201, response_model=VmPage, responses=ERRORS, operation_id="create_vms",
               summary="Create `count` VMs (names get -0, -1, ... when count > 1)")

@@ -193,21 +193,20 @@ class _Parser:
             return lambda v, op=value: _compare(op, left(v), right(v))
         return left
 
-    def sum(self) -> Compiled:
-        node = self.term()
-        while self.peek()[0] == "op" and self.peek()[1] in ("+", "-"):
+    def _arithmetic(self, ops: tuple[str, str], operand) -> Compiled:
+        """Left-associative chain of `operand (op operand)*` for one precedence level."""
+        node = operand()
+        while self.peek()[0] == "op" and self.peek()[1] in ops:
             op = self.take()[1]
-            right = self.term()
+            right = operand()
             node = (lambda l, r, o: lambda v: _arith(o, l(v), r(v)))(node, right, op)
         return node
 
+    def sum(self) -> Compiled:
+        return self._arithmetic(("+", "-"), self.term)
+
     def term(self) -> Compiled:
-        node = self.unary()
-        while self.peek()[0] == "op" and self.peek()[1] in ("*", "/"):
-            op = self.take()[1]
-            right = self.unary()
-            node = (lambda l, r, o: lambda v: _arith(o, l(v), r(v)))(node, right, op)
-        return node
+        return self._arithmetic(("*", "/"), self.unary)
 
     def unary(self) -> Compiled:
         if self.peek()[1] == "-" and self.peek()[0] == "op":
