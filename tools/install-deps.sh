@@ -5,7 +5,7 @@ set -eu
 
 PACKAGES="
 python3 python3-venv python3-pip
-pacemaker-cli-utils corosync resource-agents
+pacemaker pacemaker-cli-utils corosync resource-agents fence-agents vblade libxml2-utils
 drbd-utils lvm2 lighttpd lighttpd-mod-openssl openssl
 util-linux iproute2 openssh-client openssh-server bash procps
 qemu-utils mariadb-server

@@ -1,0 +1,166 @@
+"""ocf:appliance:manager, the OCF agent that runs `appliance serve` under Pacemaker.
+
+start is a no-op when running and returns only when the API answers; stop succeeds when stopped;
+monitor tells running (0), stopped (7) and broken (1: the process lives but the API does not
+answer) apart; validate-all returns 5 (not installed) or 6 (not configured), leniently on probes.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from appliance.ha import ocf
+
+PARAMETERS = (
+    ocf.Parameter("config", "manager config", "Path of manager.toml ([api] bind/port say where the API answers).",
+                  default="/etc/appliance/manager.toml", required=True, unique=True),
+    ocf.Parameter("binary", "appliance command", "The appliance executable that runs `serve`.",
+                  default="/opt/appliance/bin/appliance"),
+    ocf.Parameter("pidfile", "pid file", "Where the agent records the manager's process id.",
+                  default="/run/appliance/manager.pid"),
+    ocf.Parameter("logfile", "log file", "Where the manager's output goes.", default="/var/log/appliance/manager.log"),
+    ocf.Parameter("user", "run as", "User to run the manager as (empty: the agent's own user).", default=""),
+)
+ACTIONS = (ocf.Action("start", "120s"), ocf.Action("stop", "120s"), ocf.Action("monitor", "20s", "15s", "0"),
+           ocf.Action("validate-all", "20s"), ocf.Action("meta-data", "5s"))
+
+
+def param(name: str) -> str:
+    return next(p for p in PARAMETERS if p.name == name).value()
+
+
+def _pid() -> int | None:
+    try:
+        pid = int(Path(param("pidfile")).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]
+    except (OSError, IndexError):
+        return None
+    return None if state == "Z" else pid  # kill -0 succeeds on zombies; /proc does not lie
+
+
+def _health_url() -> str:
+    data = tomllib.loads(Path(param("config")).read_text())
+    api = data.get("api", {})
+    bind = api.get("bind", "127.0.0.1")
+    host = "127.0.0.1" if bind in ("0.0.0.0", "") else bind
+    return f"http://{host}:{int(api.get('port', 2633))}/api/v1/health"
+
+
+def _answers(timeout: float = 5.0) -> bool:
+    try:
+        with urllib.request.urlopen(_health_url(), timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def validate() -> int:
+    binary, config = param("binary"), Path(param("config"))
+    if not os.access(binary, os.X_OK):
+        ocf.exit_reason(f"{binary} is not executable")
+        return ocf.ERR_INSTALLED
+    if not config.is_file():
+        ocf.exit_reason(f"config {config} does not exist")
+        return ocf.ERR_CONFIGURED
+    try:
+        _health_url()
+    except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
+        ocf.exit_reason(f"config {config} is not valid: {exc}")
+        return ocf.ERR_CONFIGURED
+    return ocf.SUCCESS
+
+
+def monitor() -> int:
+    pid = _pid()
+    if pid is None:
+        return ocf.NOT_RUNNING
+    if _answers():
+        return ocf.SUCCESS
+    ocf.exit_reason(f"manager process {pid} runs but its API does not answer")
+    return ocf.ERR_GENERIC
+
+
+def start() -> int:
+    checked = validate()
+    if checked != ocf.SUCCESS:
+        return checked
+    if monitor() == ocf.SUCCESS:
+        return ocf.SUCCESS
+    stop()  # a process that runs but does not answer is restarted cleanly
+    pidfile, logfile = Path(param("pidfile")), Path(param("logfile"))
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    argv = [param("binary"), "serve", "--config", param("config")]
+    if param("user"):
+        argv = ["setpriv", f"--reuid={param('user')}", f"--regid={param('user')}", "--init-groups", *argv]
+    with open(logfile, "ab") as log, open(os.devnull, "rb") as null:
+        # Detached from Pacemaker's pipes: a closed pipe must never kill the manager (see vblade).
+        process = subprocess.Popen(argv, stdin=null, stdout=log, stderr=log, start_new_session=True)
+    tmp = pidfile.with_suffix(".tmp")
+    tmp.write_text(f"{process.pid}\n")
+    os.replace(tmp, pidfile)
+    deadline = time.monotonic() + ocf.action_timeout(120.0) - 2
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            ocf.exit_reason(f"manager exited with {process.returncode} during start; see {logfile}")
+            return ocf.ERR_GENERIC
+        if _answers(timeout=1.0):
+            return ocf.SUCCESS
+        time.sleep(0.2)  # poll interval inside the deadline loop
+    ocf.exit_reason("manager did not answer before the start timeout")
+    return ocf.ERR_GENERIC
+
+
+def stop() -> int:
+    pid = _pid()
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + max(5.0, ocf.action_timeout(120.0) - 5)
+        while _pid() is not None and time.monotonic() < deadline:
+            time.sleep(0.1)  # poll interval inside the deadline loop
+        if _pid() is not None:
+            os.kill(pid, signal.SIGKILL)
+            while _pid() is not None:
+                time.sleep(0.05)
+    Path(param("pidfile")).unlink(missing_ok=True)
+    return ocf.SUCCESS
+
+
+def metadata() -> str:
+    return ocf.meta_data("manager", "1.0", "appliance core manager",
+                         "Runs `appliance serve` and watches that its HTTP API answers.", PARAMETERS, ACTIONS)
+
+
+def shim(python: str) -> str:
+    """/usr/lib/ocf/resource.d/appliance/manager for a node whose appliance runs on `python`."""
+    return ocf.shim(python, __name__ if __name__ != "__main__" else "appliance.ha.ocf_manager", metadata())
+
+
+def main(argv: list[str]) -> int:
+    action = argv[1] if len(argv) > 1 else ""
+    os.environ["__OCF_ACTION"] = action
+    if action == "meta-data":
+        print(metadata(), end="")
+        return ocf.SUCCESS
+    if action == "validate-all":
+        return validate()
+    if action in ("start", "stop", "monitor"):
+        if action == "monitor" and ocf.is_probe() and validate() != ocf.SUCCESS:
+            return ocf.NOT_RUNNING  # a probe on a node without the manager installed: not running here
+        return {"start": start, "stop": stop, "monitor": monitor}[action]()
+    print(f"usage: {argv[0]} {{start|stop|monitor|validate-all|meta-data}}", file=sys.stderr)
+    return ocf.ERR_UNIMPLEMENTED
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
