@@ -124,6 +124,54 @@ def secrets_init(
     print(f"wrote {path} (mode 0600); add fence device passwords under [fence.<device>]")
 
 
+lab_app = typer.Typer(no_args_is_help=True, help="The local lab: the two frontends as namespaces on this machine.")
+app.add_typer(lab_app, name="lab")
+LabDirOpt = typer.Option(None, "--dir", help="Lab directory (default $APPLIANCE_LAB_DIR or /tmp/appliance-lab).")
+
+
+def _lab_dir(directory: Optional[Path]) -> Path:
+    from appliance.lab.lab import DEFAULT_DIR
+
+    return directory or DEFAULT_DIR
+
+
+@lab_app.command("up")
+def lab_up(directory: Optional[Path] = LabDirOpt, token: int = typer.Option(3000, help="corosync token (ms)"),
+           as_json: bool = JsonOpt) -> None:
+    """Create the lab (idempotent): namespaces, bridges, sshd per node, lab.toml and its secrets."""
+    from appliance.lab import lab
+
+    result = run_action(as_json, lambda: lab.up(_lab_dir(directory), token))
+    _print_lab(result, as_json)
+
+
+@lab_app.command("down")
+def lab_down(directory: Optional[Path] = LabDirOpt, as_json: bool = JsonOpt) -> None:
+    """Stop every lab process and remove what `lab up` created, and nothing else."""
+    from appliance.lab import lab
+
+    removed = run_action(as_json, lambda: lab.down(_lab_dir(directory)))
+    print(json.dumps({"removed": removed}, indent=2) if as_json else "\n".join(["removed:"] + removed))
+
+
+@lab_app.command("status")
+def lab_status(directory: Optional[Path] = LabDirOpt, as_json: bool = JsonOpt) -> None:
+    """What of the lab exists."""
+    from appliance.lab import lab
+
+    _print_lab(run_action(as_json, lambda: lab.status(_lab_dir(directory))), as_json)
+
+
+def _print_lab(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"lab {result['lab_dir']}: inventory {result['inventory']}")
+    for node in result["nodes"]:
+        print(f"  {node['name']}: netns {'yes' if node['netns'] else 'no'}, LAN {node['lan_ip']}, "
+              f"SAN {node['san_ip']}, anchor {node['anchor'] or '-'}, {node['processes']} processes")
+
+
 @app.command()
 def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", dir_okay=False,
                                                help="manager.toml (default: the embedded default)"),

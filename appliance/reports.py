@@ -95,6 +95,7 @@ CATALOGUE: dict[str, tuple[ExitCode, str]] = {
                           "set APPLIANCE_TOKEN_FILE, or run where `appliance serve` wrote admin.token"),
     "API_ERROR": (ExitCode.STEP_FAILED, "read the message: the manager refused the request"),
     "API_REFUSED": (ExitCode.INVALID_INPUT, "fix the request as the manager's message says"),
+    "LAB_NOT_ROOT": (ExitCode.NOT_AVAILABLE, "run the lab as root: it creates namespaces, links and mounts"),
     "WAIT_TIMEOUT": (ExitCode.STEP_FAILED, "the VMs did not reach the state in time; `appliance vm show` says why"),
 }
 

@@ -24,6 +24,7 @@ class Ssh(_Model):
     port: int = Field(22, ge=1, le=65535)
     key: SafeText | None = None  # private key on the operator's machine; relative to the inventory
     address: IPv4 | None = None  # where to connect; the node's lan_ip when unset
+    known_hosts: SafeText | None = None  # relative to the inventory; ~/.ssh/known_hosts when unset
 
 
 class Disks(_Model):
@@ -163,6 +164,14 @@ class Host(_Model):
     hypervisor: Literal["kvm", "xen", "qemu"] = "kvm"
 
 
+class Lab(_Model):
+    """This inventory describes `appliance lab`: namespaces on one machine, without the kernel's DRBD,
+    device-mapper or NFS server. DRBD and LVM are planned and validated but not run; the replicated
+    directory is a plain directory on each node. Nothing else is faked."""
+
+    enabled: bool = False
+
+
 class Inventory(_Model):
     cluster: Cluster = Cluster()
     nodes: list[Node]
@@ -179,6 +188,7 @@ class Inventory(_Model):
     proxy: Proxy = Proxy()
     fencing: Fencing = Fencing()
     hosts: list[Host] = Field(default_factory=list)
+    lab: Lab = Lab()
     secrets_file: SafeText | None = None  # relative to the inventory file
 
     # Derived views used by every renderer, so no renderer re-derives them differently.
