@@ -57,6 +57,10 @@ class FrontendSpec:
     fencing_enabled: bool
     priority_fencing_delay: str
     fence_devices: tuple[FenceSpec, ...]
+    # False in the lab: no kernel DRBD, device-mapper or NFS server, so no DRBD clones, Filesystem
+    # or exports; the AoE export serves a file. Everything else is the production design.
+    replicated_storage: bool = True
+    dc_deadtime: str | None = None
 
 
 GROUP = "g_frontend"
@@ -80,15 +84,17 @@ def _monitored(interval: str, timeout: str, start: str = "60s", stop: str = "60s
 
 
 def frontend_group(s: FrontendSpec) -> Group:
-    members = [
-        Primitive("p_fs_one", "ocf", "Filesystem", "heartbeat",
-                  pairs({"device": s.cloud_device, "directory": s.mount, "fstype": s.fstype}),
-                  ops=_monitored("20s", "40s")),
-        Primitive("p_nfsserver", "ocf", "nfsserver", "heartbeat",
-                  pairs({"nfs_shared_infodir": f"{s.mount}/.nfs-state", "nfs_ip": s.san_vip}),
-                  ops=_monitored("30s", "40s", start="90s", stop="90s")),
-    ]
-    for index, client in enumerate(s.export_clients, start=1):
+    members = []
+    if s.replicated_storage:
+        members += [
+            Primitive("p_fs_one", "ocf", "Filesystem", "heartbeat",
+                      pairs({"device": s.cloud_device, "directory": s.mount, "fstype": s.fstype}),
+                      ops=_monitored("20s", "40s")),
+            Primitive("p_nfsserver", "ocf", "nfsserver", "heartbeat",
+                      pairs({"nfs_shared_infodir": f"{s.mount}/.nfs-state", "nfs_ip": s.san_vip}),
+                      ops=_monitored("30s", "40s", start="90s", stop="90s")),
+        ]
+    for index, client in enumerate(s.export_clients if s.replicated_storage else (), start=1):
         members.append(Primitive(
             f"p_export_{index}", "ocf", "exportfs", "heartbeat",
             pairs({"clientspec": client, "directory": s.export_dir, "options": s.export_options,
@@ -125,19 +131,23 @@ def fence_primitive(device: FenceSpec) -> Primitive:
 
 def frontend_cib(s: FrontendSpec) -> Cib:
     """The whole desired configuration. Pure: same spec in, same CIB out."""
-    clone_one = drbd_clone(s.cloud_resource, "p_drbd_one", "ms_drbd_one")
-    clone_data = drbd_clone(s.vmdata_resource, "p_drbd_data", "ms_drbd_data")
     group = frontend_group(s)
-    constraints: list = [
-        Colocation("col_frontend_on_drbd_one", GROUP, clone_one.id, with_rsc_role="Promoted"),
-        Colocation("col_frontend_on_drbd_data", GROUP, clone_data.id, with_rsc_role="Promoted"),
-        Order("ord_drbd_one_before_frontend", clone_one.id, GROUP, first_action="promote"),
-        Order("ord_drbd_data_before_frontend", clone_data.id, GROUP, first_action="promote"),
-        Location("loc_frontend_prefers_" + s.preferred, GROUP, s.preferred, "100"),
-    ]
-    resources: list = [clone_one, clone_data, group]
+    constraints: list = [Location("loc_frontend_prefers_" + s.preferred, GROUP, s.preferred, "100")]
+    resources: list = [group]
+    if s.replicated_storage:
+        clone_one = drbd_clone(s.cloud_resource, "p_drbd_one", "ms_drbd_one")
+        clone_data = drbd_clone(s.vmdata_resource, "p_drbd_data", "ms_drbd_data")
+        resources = [clone_one, clone_data, group]
+        constraints = [
+            Colocation("col_frontend_on_drbd_one", GROUP, clone_one.id, with_rsc_role="Promoted"),
+            Colocation("col_frontend_on_drbd_data", GROUP, clone_data.id, with_rsc_role="Promoted"),
+            Order("ord_drbd_one_before_frontend", clone_one.id, GROUP, first_action="promote"),
+            Order("ord_drbd_data_before_frontend", clone_data.id, GROUP, first_action="promote"),
+        ] + constraints
     properties = {"cluster-name": s.cluster_name, "stonith-enabled": s.fencing_enabled,
                   "no-quorum-policy": "stop"}
+    if s.dc_deadtime:
+        properties["dc-deadtime"] = s.dc_deadtime
     if s.fencing_enabled:
         properties["priority-fencing-delay"] = s.priority_fencing_delay
         for device in s.fence_devices:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from appliance.inventory.load import Site
 
 from . import layout
-from .model import FileSpec, RolePlan, Step, node_plans, text
+from .model import FileSpec, RolePlan, Step, all_directories, all_packages_installed, node_plans, text
 
 NAME = "base"
 REQUIRES: tuple[str, ...] = ()
@@ -36,11 +36,17 @@ def plan(site: Site) -> RolePlan:
     packages = PACKAGES_COMMON + PACKAGES_STACK[inv.cluster.stack]
     hosts = FileSpec("/etc/hosts", text(hosts_block(site)), block=True)
     directories = (layout.ETC, layout.LIB, layout.LOG_DIR, layout.STATE, inv.filesystem.mount)
-    node_steps = [
-        Step("install packages", ("apt-get", "install", "--yes", "--no-install-recommends", *packages),
-             why="everything the roles below run; already-installed packages are left alone"),
-        Step("create directories", ("install", "-d", "-m", "0755", *directories)),
-    ]
+    node_steps = [Step("create directories", ("install", "-d", "-m", "0755", *directories),
+                       unless=all_directories(directories))]
+    notes: tuple[str, ...] = ()
+    if inv.lab.enabled:
+        # Lab nodes share the host's /usr: they use the packages `make deps` installed there.
+        notes = ("lab: packages come from the host (make deps), not apt-get inside the nodes",)
+    else:
+        node_steps.insert(0, Step("install packages", ("apt-get", "install", "--yes", "--no-install-recommends",
+                                                       *packages),
+                                  why="everything the roles below run; installed packages are left alone",
+                                  unless=all_packages_installed(packages)))
     names = [n.name for n in inv.nodes]
     return RolePlan(NAME, f"{len(packages)} packages, /etc/hosts block, directories",
-                    node_plans(names, {n: [hosts] for n in names}, {n: node_steps for n in names}))
+                    node_plans(names, {n: [hosts] for n in names}, {n: node_steps for n in names}), notes=notes)

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from appliance.core.runner import Secret
-from appliance.ha import corosync, heartbeat
+from appliance.ha import cib, corosync, heartbeat
 from appliance.inventory.load import Site
 
-from .model import Check, FileSpec, RolePlan, Step, node_plans, text
+from .model import Check, FileSpec, RolePlan, Step, detached, node_plans, shell, text, wait_until
 from .specs import corosync_nodes, link_address
 
 NAME = "cluster"
@@ -29,6 +29,20 @@ def haresources_line(site: Site) -> tuple[str, ...]:
     )
 
 
+def seed_cib(site: Site) -> str:
+    """A CIB with cluster properties only (lab first start); resources follow as a crm_diff patch."""
+    inv = site.inventory
+    return cib.to_xml(cib.Cib(properties=cib.pairs({"cluster-name": inv.cluster.name, "dc-deadtime": "5s"}),
+                              nodes=tuple((str(inv.node_id(n)), n.name) for n in inv.nodes), resources=(),
+                              constraints=()))
+
+
+def seed_cib_cmd() -> tuple[str, ...]:
+    return shell('install -d -o hacluster -g haclient -m 0750 /var/lib/pacemaker/cib && '
+                 'umask 077 && cat > /var/lib/pacemaker/cib/cib.xml && '
+                 'chown hacluster:haclient /var/lib/pacemaker/cib/cib.xml')
+
+
 def _corosync(site: Site) -> RolePlan:
     inv = site.inventory
     c = inv.corosync
@@ -40,12 +54,35 @@ def _corosync(site: Site) -> RolePlan:
         check = Check("corosync", (("address", link_address(inv, node.name, c.links[0])),
                                    ("authkey", "/etc/corosync/authkey")))
         files[node.name] = [FileSpec("/etc/corosync/corosync.conf", text(conf), check=check), authkey]
-        steps[node.name] = [
-            Step("set the hacluster password", ("chpasswd",), stdin=Secret(f"hacluster:{site.secrets.hacluster_password}"),
-                 why="pcs and crmsh authenticate as hacluster"),
-            Step("start corosync and pacemaker", ("systemctl", "enable", "--now", "corosync", "pacemaker")),
-            Step("wait for quorum", tuple(corosync.quorum_cmd()), why="two_node: both nodes must be seen once"),
-        ]
+        password = Step("set the hacluster password", ("chpasswd",),
+                        stdin=Secret(f"hacluster:{site.secrets.hacluster_password}"),
+                        why="pcs and crmsh authenticate as hacluster",
+                        after_change=("/etc/corosync/corosync.conf", "/etc/corosync/authkey"))
+        quorum = Step("wait for quorum", wait_until("corosync-quorumtool -s", 120),
+                      why="two_node with wait_for_all: both nodes must be seen once", unless=("corosync-quorumtool", "-s"))
+        dc = Step("wait for a designated controller", wait_until("crmadmin -D -t 2000", 120),
+                  unless=("crmadmin", "-D", "-t", "2000"))
+        if inv.lab.enabled:
+            steps[node.name] = [
+                password,
+                Step("start corosync", detached("/var/log/corosync/corosync.stdout", "corosync", "-f"),
+                     unless=("corosync-cfgtool", "-s")),
+                quorum,
+                Step("seed an empty CIB with a short dc-deadtime", seed_cib_cmd(),
+                     stdin=seed_cib(site), unless=("test", "-e", "/var/lib/pacemaker/cib/cib.xml"),
+                     why="lab: the DC is elected in 5 s instead of 20"),
+                Step("start pacemaker", detached("/var/log/pacemaker/pacemakerd.stdout", "pacemakerd"),
+                     unless=("pgrep", "-x", "pacemakerd")),
+                dc,
+            ]
+        else:
+            steps[node.name] = [
+                password,
+                Step("start corosync and pacemaker", ("systemctl", "enable", "--now", "corosync", "pacemaker"),
+                     unless=("systemctl", "is-active", "--quiet", "corosync", "pacemaker")),
+                quorum,
+                dc,
+            ]
     names = [n.name for n in inv.nodes]
     return RolePlan(NAME, f"corosync 3 (knet, links {'+'.join(c.links)}, token {c.token} ms, two_node) + pacemaker",
                     node_plans(names, files, steps))

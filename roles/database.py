@@ -7,7 +7,7 @@ from appliance.core.runner import Secret
 from appliance.inventory.load import Site
 from appliance.templates import render
 
-from .model import FileSpec, RolePlan, Step, node_plans, text
+from .model import FileSpec, RolePlan, Step, detached, node_plans, shell, text, wait_until
 
 NAME = "database"
 REQUIRES = ("base",)
@@ -46,12 +46,28 @@ def plan(site: Site) -> RolePlan:
         sql_source = (f"CHANGE MASTER TO MASTER_HOST='{peer.san_ip}', MASTER_PORT={db.port}, "
                       f"MASTER_USER='{db.replication_user}', MASTER_PASSWORD='{s.replication_password}', "
                       "MASTER_USE_GTID=slave_pos;\nSTART SLAVE;\n")
-        steps[node.name] = [
-            Step("restart MariaDB with the replication settings", ("systemctl", "restart", "mariadb")),
+        ping = ("mariadb-admin", "--silent", "ping")
+        if inv.lab.enabled:
+            server = [
+                Step("start MariaDB", detached("/var/log/mysql/mariadbd.log", "mariadbd", "--user=mysql"),
+                     unless=ping),
+                Step("restart MariaDB with the replication settings",
+                     shell('mariadb-admin shutdown; while pgrep -x mariadbd >/dev/null; do sleep 0.2; done; '
+                           'log=/var/log/mysql/mariadbd.log; setsid -f mariadbd --user=mysql >>"$log" 2>&1 </dev/null'),
+                     after_change=(CONFIG,), why="the replication settings are read at start"),
+            ]
+        else:
+            server = [Step("restart MariaDB with the replication settings", ("systemctl", "restart", "mariadb"),
+                           after_change=(CONFIG,))]
+        steps[node.name] = server + [
+            Step("wait for MariaDB", wait_until("mariadb-admin --silent ping", 60), unless=ping),
             Step(f"create database {db.name}, user {db.user} and replication user {db.replication_user}",
-                 ("mariadb", "--batch"), stdin=Secret(sql_users), once=True),
+                 ("mariadb", "--batch"), stdin=Secret(sql_users), once=True,
+                 unless=shell('mariadb -N -e "SELECT 1 FROM mysql.user WHERE user = \'$1\'" | grep -q 1',
+                              db.replication_user)),
             Step(f"replicate from {peer.name} ({peer.san_ip})", ("mariadb", "--batch"), stdin=Secret(sql_source),
-                 once=True, why="circular: each node is the other's replica"),
+                 once=True, why="circular: each node is the other's replica",
+                 unless=shell('mariadb -e "SHOW SLAVE STATUS\\G" | grep -q "Master_Host: $1$"', peer.san_ip)),
         ]
     names = [n.name for n in inv.nodes]
     offsets = ", ".join(f"{n.name} id {inv.server_id(n)} offset {inv.auto_increment_offset(n)}" for n in inv.nodes)

@@ -43,7 +43,15 @@ def plan(site: Site) -> RolePlan:
             steps.append(Step(f"make the {inv.filesystem.fstype} filesystem on {cloud.device}",
                               (f"mkfs.{inv.filesystem.fstype}", "-L", cloud.name[:16], cloud.device), once=True,
                               why="first install only: apply runs it only when blkid finds no filesystem (mkfs asks nothing off a tty)"))
-        node_steps[node.name] = steps
+        # First-install steps only run where a resource has no metadata yet.
+        for i, step in enumerate(steps):
+            steps[i] = Step(step.what, step.argv, step.why, step.once,
+                            unless=("sh", "-c", 'drbdadm dstate "$1" >/dev/null 2>&1', "sh",
+                                    step.what.rsplit(" ", 1)[-1]) if step.once else
+                            ("sh", "-c", 'drbdadm role "$1" >/dev/null 2>&1', "sh", step.what.rsplit(" ", 1)[-1]))
+        node_steps[node.name] = [] if inv.lab.enabled else steps
     names = [n.name for n in inv.nodes]
+    notes = (NOTE,) + (("lab: no DRBD kernel module; the files are written and validated, the steps not run",)
+                       if inv.lab.enabled else ())
     return RolePlan(NAME, f"DRBD {version}: " + ", ".join(f"{r.name} on {r.device}" for r, _ in resources),
-                    node_plans(names, files, node_steps), notes=(NOTE,))
+                    node_plans(names, files, node_steps), notes=notes)

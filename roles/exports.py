@@ -6,7 +6,7 @@ from appliance.inventory.load import Site
 from appliance.storage import aoe, nfs
 
 from . import layout
-from .model import Check, FileSpec, RolePlan, Step, node_plans, text
+from .model import Check, FileSpec, RolePlan, Step, node_plans, shell, text
 
 NAME = "exports"
 REQUIRES = ("drbd", "cluster")
@@ -21,7 +21,13 @@ def plan(site: Site) -> RolePlan:
     ]
     # The cluster starts these, not init: a passive node must never export a disk it does not own.
     steps = [Step("keep init from starting NFS and vblade", ("systemctl", "disable", "--now", "nfs-kernel-server"),
-                  why="the cluster starts the NFS server on the active node only")]
+                  why="the cluster starts the NFS server on the active node only",
+                  unless=shell("! systemctl is-enabled --quiet nfs-kernel-server"))]
+    if inv.lab.enabled:
+        device = layout.LAB_AOE_FILE
+        steps = [Step("create the lab's AoE backing file", shell('mkdir -p "$(dirname "$1")" && truncate -s 64M "$1"',
+                                                                  device), unless=("test", "-e", device),
+                      why="lab: AoE exports a file where production exports the DRBD device")]
     if inv.cluster.stack == "heartbeat":
         files += [
             FileSpec("/etc/exports.d/appliance.exports",

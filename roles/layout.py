@@ -15,3 +15,5 @@ GENERATED_CERTIFICATE = f"{TLS_DIR}/proxy.crt"
 GENERATED_KEY = f"{TLS_DIR}/proxy.key"
 CIB_FILE = f"{STATE}/cib.xml"
 DRBD_DIR = "/etc/drbd.d"
+OCF_AGENT = "/usr/lib/ocf/resource.d/appliance/manager"
+LAB_AOE_FILE = "/srv/aoe/data.img"  # the lab's AoE export: a file, where production exports /dev/drbdN

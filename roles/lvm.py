@@ -29,5 +29,9 @@ def plan(site: Site) -> RolePlan:
     create += [Step(f"hand {volume.resource} to Pacemaker", tuple(drbd.secondary_cmd(inv.drbd.version,
                                                                                        volume.resource)), once=True)
                for volume in (inv.drbd.cloud, inv.drbd.vmdata)]
+    create = [Step(s.what, s.argv, s.why, s.once, unless=("vgs", inv.lvm.volume_group)) for s in create]
+    notes = (NOTE,) + (("lab: no device-mapper; lvmlocal.conf is written and validated, the steps not run",)
+                       if inv.lab.enabled else ())
     return RolePlan(NAME, f"volume group {inv.lvm.volume_group} on {device}; LVM sees only the DRBD device",
-                    node_plans(names, {n: [config] for n in names}, {inv.preferred.name: create}), notes=(NOTE,))
+                    node_plans(names, {n: [config] for n in names},
+                               {} if inv.lab.enabled else {inv.preferred.name: create}), notes=notes)

@@ -1,12 +1,12 @@
 """manager: the core manager's config and init script; Pacemaker runs it through ocf:appliance:manager."""
 from __future__ import annotations
 
-from appliance.ha import lsb
+from appliance.ha import lsb, ocf_manager
 from appliance.inventory.load import Site
 from appliance.templates import render
 
 from . import layout
-from .model import Check, FileSpec, RolePlan, Step, node_plans, text
+from .model import Check, FileSpec, RolePlan, Step, node_plans, shell, text
 
 NAME = "manager"
 REQUIRES = ("database",)
@@ -35,11 +35,26 @@ def plan(site: Site) -> RolePlan:
         FileSpec(m.config, text(manager_config(site)), mode=0o600, owner=m.user, group=m.user, secret=True),
         FileSpec(INIT_SCRIPT, text(init_script(site)), mode=0o755, check=Check("shell")),
     ]
+    python = f"{layout.INSTALL_PREFIX}/bin/python"
+    files.append(FileSpec(layout.OCF_AGENT, text(ocf_manager.shim(python)), mode=0o755, check=Check("shell")))
     steps = [
         Step(f"create the system user {m.user}", ("useradd", "--system", "--home-dir", m.state_dir, "--shell",
-                                                  "/usr/sbin/nologin", m.user), once=True),
-        Step("install the appliance package", ("python3", "-m", "venv", layout.INSTALL_PREFIX), once=True),
+                                                  "/usr/sbin/nologin", m.user), once=True,
+             unless=("id", "-u", m.user)),
+        Step("create the state directory", ("install", "-d", "-o", m.user, "-g", m.user, "-m", "0750", m.state_dir),
+             unless=("test", "-d", m.state_dir)),
     ]
+    if inv.lab.enabled and site.installer_prefix:
+        # Lab nodes see the installer's filesystem: the manager runs from the installer's own venv.
+        steps.append(Step("link the installer's appliance into /opt/appliance",
+                          shell('mkdir -p "$1/bin" && ln -sfn "$2/bin/python" "$1/bin/python" && '
+                                'ln -sfn "$2/bin/appliance" "$1/bin/appliance"',
+                                layout.INSTALL_PREFIX, site.installer_prefix),
+                          unless=("test", "-x", layout.MANAGER_BIN)))
+    else:
+        steps.append(Step("install the appliance package", shell(
+            'python3 -m venv "$1" && "$1/bin/pip" install --quiet appliance', layout.INSTALL_PREFIX),
+            unless=("test", "-x", layout.MANAGER_BIN)))
     names = [n.name for n in inv.nodes]
     return RolePlan(NAME, f"manager API on 127.0.0.1:{m.port}, database {inv.database.name} via {inv.network.san_vip}",
                     node_plans(names, {n: files for n in names}, {n: steps for n in names}))

@@ -51,6 +51,8 @@ class Step:
     why: str = ""
     once: bool = False
     stdin: Secret | str | None = None  # SQL and passwords go here, never into argv (ps shows argv)
+    unless: tuple[str, ...] = ()  # a check command: exit 0 means the step's work is already done
+    after_change: tuple[str, ...] = ()  # paths: run only when one of these files changed in this run
 
     @property
     def command(self) -> str:
@@ -93,3 +95,28 @@ def node_plans(names: Sequence[str], files: dict[str, list[FileSpec]],
                node_steps: dict[str, list[Step]] | None = None) -> tuple[NodePlan, ...]:
     node_steps = node_steps or {}
     return tuple(NodePlan(n, tuple(files.get(n, [])), tuple(node_steps.get(n, []))) for n in names)
+
+
+def shell(script: str, *args: str) -> tuple[str, ...]:
+    """A fixed script with data as positional arguments: data never becomes shell code."""
+    return ("sh", "-c", script, "sh", *args)
+
+
+def detached(log: str, *argv: str) -> tuple[str, ...]:
+    """Start a daemon in its own session, off the SSH channel, output to `log`."""
+    return shell('log=$1; shift; mkdir -p "$(dirname "$log")"; setsid -f "$@" >>"$log" 2>&1 </dev/null', log, *argv)
+
+
+def wait_until(check: str, seconds: int = 60) -> tuple[str, ...]:
+    """Poll a fixed check script every 0.2 s until it succeeds, for at most `seconds`."""
+    return shell('n=0; while ! sh -c "$1" >/dev/null 2>&1; do n=$((n+1)); [ $n -lt $2 ] || exit 1; sleep 0.2; done',
+                 check, str(seconds * 5))
+
+
+def all_packages_installed(packages: tuple[str, ...]) -> tuple[str, ...]:
+    return shell('for p; do dpkg-query -W -f="${Status}" "$p" 2>/dev/null | grep -q "ok installed" || exit 1; done',
+                 *packages)
+
+
+def all_directories(paths: tuple[str, ...]) -> tuple[str, ...]:
+    return shell('for d; do [ -d "$d" ] || exit 1; done', *paths)

@@ -6,7 +6,7 @@ from appliance.inventory.load import Site
 from appliance.templates import render
 
 from . import layout
-from .model import Check, FileSpec, RolePlan, Step, node_plans, text
+from .model import Check, FileSpec, RolePlan, Step, node_plans, shell, text
 from .specs import certificate_paths
 
 NAME = "proxy"
@@ -23,15 +23,6 @@ def proxy_config(site: Site, certificate: str | None = None, key: str | None = N
                   redirect_http=inv.proxy.redirect_http)
 
 
-def generate_certificate_cmd(site: Site) -> tuple[str, ...]:
-    inv = site.inventory
-    fqdn = f"{inv.cluster.name}.{inv.network.lan_domain}"
-    return ("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-days", "825", "-subj", f"/CN={fqdn}",
-            "-addext", f"subjectAltName=DNS:{fqdn},DNS:{inv.cluster.name},IP:{inv.network.lan_vip}",
-            "-keyout", layout.GENERATED_KEY, "-out", layout.GENERATED_CERTIFICATE)
-
-
 def plan(site: Site) -> RolePlan:
     inv = site.inventory
     files = [
@@ -43,16 +34,15 @@ def plan(site: Site) -> RolePlan:
     ]
     steps = {n.name: [Step("keep init from starting the distro lighttpd", ("systemctl", "disable", "--now",
                                                                           "lighttpd"),
-                           why="our proxy binds the floating address and runs only where it is")] for n in inv.nodes}
+                           why="our proxy binds the floating address and runs only where it is",
+                           unless=shell("! systemctl is-enabled --quiet lighttpd"))] for n in inv.nodes}
     if inv.proxy.tls.generate:
-        first, peer = inv.preferred, inv.peer(inv.preferred)
-        steps[first.name] = [Step("create the TLS directory", ("install", "-d", "-m", "0700", layout.TLS_DIR)),
-                             Step("generate a site certificate and key", generate_certificate_cmd(site), once=True,
-                                  why="a certificate for this frontend's name and address, not the shared snakeoil"),
-                             ] + steps[first.name]
-        steps[peer.name] = [Step(f"copy the certificate and key from {first.name}", (), once=True,
-                                 why="both nodes must present the same certificate on the floating address")
-                            ] + steps[peer.name]
+        # Made once by `appliance secrets init` and kept in the 0600 secrets file: both nodes present
+        # the same certificate on the floating address, and a second install changes nothing.
+        files += [FileSpec(layout.GENERATED_CERTIFICATE, text(site.secrets.tls_certificate or ""), mode=0o644),
+                  FileSpec(layout.GENERATED_KEY, text(site.secrets.tls_key or ""), mode=0o600, secret=True)]
+    if inv.lab.enabled:
+        steps = {n.name: [] for n in inv.nodes}  # no distro lighttpd service runs in a lab node
     names = [n.name for n in inv.nodes]
     cert, _ = certificate_paths(inv)
     return RolePlan(NAME, f"https://{inv.network.lan_vip}:{inv.proxy.port} -> 127.0.0.1:{inv.manager.port} "

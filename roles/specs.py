@@ -60,7 +60,8 @@ def frontend_spec(site: Site) -> FrontendSpec:
         san_vip=inv.network.san_vip, san_prefix=inv.prefix(inv.network.san), san_nic=first.san_interface,
         lan_vip=inv.network.lan_vip, lan_prefix=inv.prefix(inv.network.lan), lan_nic=first.lan_interface,
         cloud_resource=inv.drbd.cloud.resource, cloud_device=f"/dev/drbd{inv.drbd.cloud.minor}",
-        vmdata_resource=inv.drbd.vmdata.resource, vmdata_device=f"/dev/drbd{inv.drbd.vmdata.minor}",
+        vmdata_resource=inv.drbd.vmdata.resource,
+        vmdata_device=layout.LAB_AOE_FILE if inv.lab.enabled else f"/dev/drbd{inv.drbd.vmdata.minor}",
         mount=inv.filesystem.mount, fstype=inv.filesystem.fstype,
         export_dir=inv.nfs.export, export_clients=tuple(inv.nfs_clients), export_options=",".join(inv.nfs.options),
         export_fsid=inv.nfs.fsid,
@@ -69,6 +70,8 @@ def frontend_spec(site: Site) -> FrontendSpec:
         proxy_config=layout.PROXY_CONFIG, proxy_pidfile=layout.PROXY_PIDFILE,
         fencing_enabled=inv.fencing.enabled, priority_fencing_delay=inv.fencing.priority_fencing_delay,
         fence_devices=fence,
+        replicated_storage=not inv.lab.enabled,
+        dc_deadtime="5s" if inv.lab.enabled else None,
     )
 
 

@@ -23,8 +23,12 @@ TEST_SECRETS = {
     "APPLIANCE_SECRET_DRBD_SHARED_SECRET": "TestDrbdSecret-4",
     "APPLIANCE_SECRET_FENCE_IPMI_CC01_PASSWORD": "TestFenceCc01-5",
     "APPLIANCE_SECRET_FENCE_IPMI_CC02_PASSWORD": "TestFenceCc02-6",
+    # A fixed, test-only pair (tests/data): golden files stay stable.
+    "APPLIANCE_SECRET_TLS_CERTIFICATE": (Path(__file__).parent / "data" / "test-only-tls.crt").read_text(),
+    "APPLIANCE_SECRET_TLS_KEY": (Path(__file__).parent / "data" / "test-only-tls.key").read_text(),
 }
-SECRET_VALUES = [v for k, v in TEST_SECRETS.items() if k != "APPLIANCE_SECRET_CLUSTER_AUTHKEY"] + \
+SECRET_VALUES = [v for k, v in TEST_SECRETS.items()
+                 if k not in ("APPLIANCE_SECRET_CLUSTER_AUTHKEY", "APPLIANCE_SECRET_TLS_CERTIFICATE")] + \
     [TEST_SECRETS["APPLIANCE_SECRET_CLUSTER_AUTHKEY"], bytes(range(64)).hex()]
 
 

@@ -1,6 +1,7 @@
 """Load and validate a site: inventory TOML + secrets. Nothing here contacts a host."""
 from __future__ import annotations
 
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ class Site:
     secrets: Secrets
     path: Path
     warnings: tuple[Report, ...] = ()
+    installer_prefix: str | None = None  # the installer's own Python environment (the lab runs the manager from it)
 
     @property
     def base_dir(self) -> Path:
@@ -87,7 +89,7 @@ def load_site(path: Path, secrets_path: Path | None = None, *, require_secrets: 
     devices = [d.name for d in inventory.fencing.devices]
     if secrets_path is None and inventory.secrets_file:
         secrets_path = (path.parent / inventory.secrets_file)
-    secrets, secret_reports = load_secrets(secrets_path, devices, env)
+    secrets, secret_reports = load_secrets(secrets_path, devices, env, need_tls=inventory.proxy.tls.generate)
     if secrets is None:
         nothing_given = all(r.code == "SECRETS_MISSING" for r in secret_reports)
         if require_secrets or not nothing_given:
@@ -96,7 +98,8 @@ def load_site(path: Path, secrets_path: Path | None = None, *, require_secrets: 
                               "apply will need them", path="secrets_file",
                               value=str(secrets_path) if secrets_path else None, severity=Severity.WARNING))
         secrets = placeholder_secrets(devices)
-    return Site(inventory=inventory, secrets=secrets, path=path, warnings=tuple(reports))
+    return Site(inventory=inventory, secrets=secrets, path=path, warnings=tuple(reports),
+                installer_prefix=sys.prefix if inventory.lab.enabled else None)
 
 
 def _from_pydantic(error: Mapping[str, Any]) -> Report:

@@ -34,6 +34,8 @@ class Secrets:
     drbd_shared_secret: str
     fence_passwords: Mapping[str, str] = field(default_factory=dict)
     placeholder: bool = False  # True when built for an offline plan without the real secrets
+    tls_certificate: str | None = None  # PEM, when proxy.tls.generate: made once by `secrets init`
+    tls_key: str | None = None
 
     @property
     def heartbeat_key(self) -> str:
@@ -46,6 +48,8 @@ class Secrets:
         values["cluster_authkey.hex"] = self.heartbeat_key
         for device, password in self.fence_passwords.items():
             values[f"fence.{device}.password"] = password
+        if self.tls_key:
+            values["tls_key"] = self.tls_key
         return values
 
 
@@ -55,7 +59,7 @@ def placeholder_secrets(fence_devices: list[str]) -> Secrets:
         cluster_authkey=b"placeholder-cluster-authkey".ljust(256, b"."),
         **{name: f"placeholder-{name}" for name in PLAIN},
         fence_passwords={d: f"placeholder-fence-{d}" for d in fence_devices},
-        placeholder=True,
+        placeholder=True, tls_certificate="placeholder-tls-certificate\n", tls_key="placeholder-tls-key\n",
     )
 
 
@@ -68,10 +72,25 @@ def generate_secrets(fence_devices: list[str]) -> Secrets:
                    fence_passwords={})
 
 
+def generate_tls(common_name: str, dns_names: list[str], addresses: list[str]) -> tuple[str, str]:
+    """A self-signed certificate and key for this site's name and floating address (never snakeoil)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        san = ",".join([f"DNS:{d}" for d in dns_names] + [f"IP:{a}" for a in addresses])
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-days", "825", "-subj", f"/CN={common_name}", "-addext", f"subjectAltName={san}",
+                        "-keyout", f"{tmp}/key.pem", "-out", f"{tmp}/cert.pem"], check=True, capture_output=True)
+        return Path(f"{tmp}/cert.pem").read_text(), Path(f"{tmp}/key.pem").read_text()
+
+
 def secrets_toml(s: Secrets, fence_devices: list[str]) -> str:
     lines = ["# appliance site secrets: keep this file mode 0600 and out of version control.",
              f'cluster_authkey = "{base64.b64encode(s.cluster_authkey).decode()}"']
     lines += [f'{name} = "{getattr(s, name)}"' for name in PLAIN]
+    if s.tls_certificate and s.tls_key:
+        lines += [f'tls_certificate = """\n{s.tls_certificate}"""', f'tls_key = """\n{s.tls_key}"""']
     for device in fence_devices:
         lines += ["", f"[fence.{device}]", '# password = "..."  (the fence device\'s own password)']
     return "\n".join(lines) + "\n"
@@ -95,7 +114,7 @@ class Redactor:
 
 
 def load_secrets(path: Path | None, fence_devices: list[str], env: Mapping[str, str] | None = None,
-                 ) -> tuple[Secrets | None, list[Report]]:
+                 need_tls: bool = False) -> tuple[Secrets | None, list[Report]]:
     """Read secrets from ``path`` (must be mode 0600 or stricter) and the environment.
 
     Returns (None, reports) when anything is missing or invalid; the environment wins over the file.
@@ -117,6 +136,12 @@ def load_secrets(path: Path | None, fence_devices: list[str], env: Mapping[str, 
             return None, [Report("SECRETS_NOT_TOML", f"{path} is not valid TOML ({exc})", path="secrets_file",
                                  value=str(path))]
     fence_raw = raw.pop("fence", {})
+    tls = {k: env.get(ENV_PREFIX + k.upper(), raw.pop(k, None)) for k in ("tls_certificate", "tls_key")}
+    for key, value in tls.items():
+        if need_tls and not (isinstance(value, str) and "-----BEGIN" in value):
+            reports.append(Report("SECRETS_MISSING", f"secret {key!r} (PEM) is needed: proxy.tls.generate is true",
+                                  path=key, fix="`appliance secrets init` makes the pair in a new secrets file, or "
+                                  f"set ${ENV_PREFIX}{key.upper()}"))
     for key in sorted(raw):
         if key not in PLAIN and key != "cluster_authkey":
             reports.append(Report("SECRETS_UNKNOWN_FIELD", f"unknown secret {key!r}", path=key, value=key))
@@ -137,8 +162,9 @@ def load_secrets(path: Path | None, fence_devices: list[str], env: Mapping[str, 
     if reports:
         return None, reports
     authkey = base64.b64decode(str(values.pop("cluster_authkey")), validate=True)
-    return Secrets(cluster_authkey=authkey, fence_passwords=fence_passwords,
-                   **{k: str(v) for k, v in values.items()}), []
+    pem = {k: v for k, v in tls.items() if isinstance(v, str) and "-----BEGIN" in v}
+    return Secrets(cluster_authkey=authkey, fence_passwords=fence_passwords, tls_certificate=pem.get("tls_certificate"),
+                   tls_key=pem.get("tls_key"), **{k: str(v) for k, v in values.items()}), []
 
 
 def _check_permissions(path: Path) -> list[Report]:

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.inventory.secrets import generate_secrets, secrets_toml, write_secrets_file
+from appliance.inventory.secrets import write_secrets_file
 from appliance.reports import Report, ReportError
 from appliance.runner.atomic import atomic_write
 
@@ -236,8 +236,11 @@ def up(lab: Path = DEFAULT_DIR, token: int = 3000) -> dict:
     if not (lab / "lab.toml").exists():
         atomic_write(lab / "lab.toml", inventory_text(lab, token).encode(), 0o644)
     if not (lab / "lab.secrets.toml").exists():
-        devices = [f"dummy-cc{n.index:02d}" for n in NODES]
-        write_secrets_file(lab / "lab.secrets.toml", secrets_toml(generate_secrets(devices), devices))
+        from appliance.actions import new_secrets_text
+        from appliance.inventory.load import read_inventory
+
+        inventory, _ = read_inventory(lab / "lab.toml")
+        write_secrets_file(lab / "lab.secrets.toml", new_secrets_text(inventory))
     for node in NODES:
         wait_for_ssh(node)
     return status(lab)

@@ -1,0 +1,174 @@
+"""`appliance install`: gather -> compare -> change, role by role, node by node, over SSH.
+
+A file is written only when its content or mode differs (atomically, through the runner). A step
+runs only when its `unless` check fails, or, for handlers, when one of its files changed in this
+run. The CIB goes in as a crm_diff patch, only when it differs. A second run changes nothing.
+A failure stops the run with a coded report naming node and step, and the result lists exactly
+what had been applied before it.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+from appliance.core.runner import CommandFailed, Runner
+from appliance.ha import cib as cibmod
+from appliance.ha.cib_push import merge
+from appliance.inventory.load import Site
+from appliance.reports import Report, ReportError
+from appliance.roles.model import CLUSTER, FileSpec, RolePlan, Step
+from appliance.roles.registry import plan_site
+
+BLOCK_BEGIN = "# BEGIN appliance managed block"
+BLOCK_END = "# END appliance managed block"
+
+
+@dataclass
+class Change:
+    role: str
+    node: str
+    what: str
+    status: str  # changed | ok | would-change | failed
+    detail: str = ""
+
+
+@dataclass
+class InstallResult:
+    changes: list[Change] = field(default_factory=list)
+
+    @property
+    def changed(self) -> list[Change]:
+        return [c for c in self.changes if c.status in ("changed", "would-change")]
+
+
+def with_block(current: str, block: str) -> str:
+    """`current` with the managed block replaced (or appended). Pure."""
+    lines = current.splitlines(keepends=True)
+    wrapped = f"{BLOCK_BEGIN}\n{block}{BLOCK_END}\n"
+    if BLOCK_BEGIN in current and BLOCK_END in current:
+        start = next(i for i, l in enumerate(lines) if l.startswith(BLOCK_BEGIN))
+        end = next(i for i, l in enumerate(lines) if l.startswith(BLOCK_END))
+        return "".join(lines[:start]) + wrapped + "".join(lines[end + 1:])
+    prefix = current if current.endswith("\n") or not current else current + "\n"
+    return prefix + wrapped
+
+
+class Installer:
+    def __init__(self, site: Site, runners: dict[str, Runner], *, check: bool = False,
+                 progress: Callable[[str], None] = lambda message: None):
+        self.site = site
+        self.runners = runners
+        self.check = check
+        self.progress = progress
+        self.result = InstallResult()
+
+    def _record(self, role: str, node: str, what: str, status: str, detail: str = "") -> None:
+        self.result.changes.append(Change(role, node, what, status, detail))
+        if status != "ok":
+            self.progress(f"  {node}: {status:<12} {what}" + (f" ({detail})" if detail else ""))
+
+    def run(self) -> InstallResult:
+        plans = plan_site(self.site)
+        changed: dict[str, set[str]] = {}
+        for index, plan in enumerate(plans, start=1):
+            self.progress(f"[{index}/{len(plans)}] {plan.role}: {plan.summary}")
+            for node_plan in plan.nodes:
+                try:
+                    if node_plan.node == CLUSTER:
+                        self._cib(plan)
+                        continue
+                    changed_paths = changed.setdefault(node_plan.node, set())
+                    for spec in node_plan.files:
+                        if self._file(plan.role, node_plan.node, self.runners[node_plan.node], spec):
+                            changed_paths.add(spec.path)
+                except CommandFailed as exc:
+                    self._fail(plan.role, node_plan.node, exc.result.argv, str(exc))
+            # Steps in lockstep across nodes: two_node quorum needs corosync up on both before
+            # either can wait for it.
+            rounds = max((len(n.steps) for n in plan.nodes if n.node != CLUSTER), default=0)
+            for position in range(rounds):
+                for node_plan in plan.nodes:
+                    if node_plan.node == CLUSTER or position >= len(node_plan.steps):
+                        continue
+                    try:
+                        self._step(plan.role, node_plan.node, self.runners[node_plan.node],
+                                   node_plan.steps[position], changed.get(node_plan.node, set()))
+                    except CommandFailed as exc:
+                        self._fail(plan.role, node_plan.node, node_plan.steps[position].what, str(exc))
+        return self.result
+
+    def _fail(self, role: str, node: str, what: str, detail: str) -> None:
+        applied = [f"{c.node}: {c.what}" for c in self.result.changes if c.status == "changed"]
+        self._record(role, node, what, "failed", detail.splitlines()[-1] if detail else "")
+        raise ReportError([Report("COMMAND_FAILED", f"role {role} failed on {node}: {detail}", host=node,
+                                  value=what, payload={"role": role, "applied_before": applied})])
+
+    # -- files -------------------------------------------------------------------------------------
+    def _file(self, role: str, node: str, runner: Runner, spec: FileSpec) -> bool:
+        current = runner.read(spec.path)
+        desired = spec.content
+        if spec.block:
+            desired = with_block((current or b"").decode(), spec.content.decode()).encode()
+        mode_now = None
+        if current is not None:
+            stat = runner.run(["stat", "-c", "%a %U %G", spec.path]).stdout.split()
+            mode_now = (int(stat[0], 8), stat[1], stat[2])
+        wanted = (spec.mode, spec.owner, spec.group)
+        if current == desired and mode_now == wanted:
+            self._record(role, node, f"file {spec.path}", "ok")
+            return False
+        why = "new" if current is None else ("content" if current != desired else "mode/owner")
+        if self.check:
+            self._record(role, node, f"file {spec.path}", "would-change", why)
+            return True
+        directory = spec.path.rsplit("/", 1)[0] or "/"
+        runner.run(["install", "-d", "-m", "0755", directory])
+        runner.put(spec.path, desired, spec.mode)
+        if (spec.owner, spec.group) != ("root", "root"):
+            runner.run(["chown", f"{spec.owner}:{spec.group}", spec.path])
+        self._record(role, node, f"file {spec.path}", "changed",
+                     f"{why}, sha256 {hashlib.sha256(desired).hexdigest()[:12]}" if not spec.secret else why)
+        return True
+
+    # -- steps -------------------------------------------------------------------------------------
+    def _step(self, role: str, node: str, runner: Runner, step: Step, changed_paths: set[str]) -> None:
+        if not step.argv:
+            return
+        if step.after_change and not changed_paths & set(step.after_change):
+            self._record(role, node, step.what, "ok")
+            return
+        if step.unless and runner.run(list(step.unless), check=False).ok:
+            self._record(role, node, step.what, "ok")
+            return
+        if self.check:
+            self._record(role, node, step.what, "would-change", step.command)
+            return
+        runner.run(list(step.argv), stdin=step.stdin, timeout=600)
+        self._record(role, node, step.what, "changed", step.command)
+
+    # -- the CIB, once per cluster -----------------------------------------------------------------
+    def _cib(self, plan: RolePlan) -> None:
+        inv = self.site.inventory
+        node = inv.preferred.name
+        runner = self.runners[node]
+        desired = plan.nodes[0].files[0].content.decode()
+        live = runner.run(cibmod.query_cmd()).stdout
+        merged = merge(live, desired)
+        work = "/run/appliance"
+        runner.run(["install", "-d", "-m", "0700", work])
+        runner.put(f"{work}/cib-live.xml", live.encode(), 0o600)
+        runner.put(f"{work}/cib-new.xml", merged.encode(), 0o600)
+        diff = runner.run(cibmod.diff_cmd(f"{work}/cib-live.xml", f"{work}/cib-new.xml"), check=False)
+        if diff.returncode == 0:
+            self._record(plan.role, CLUSTER, "CIB configuration", "ok")
+            return
+        if diff.returncode != 1:
+            raise CommandFailed(diff)
+        if self.check:
+            self._record(plan.role, CLUSTER, "CIB configuration", "would-change", "crm_diff found differences")
+            return
+        runner.put(f"{work}/cib-patch.xml", diff.stdout.encode(), 0o600)
+        runner.run(cibmod.patch_cmd(f"{work}/cib-patch.xml"))
+        self._record(plan.role, CLUSTER, "CIB configuration", "changed", f"patched on {node} with cibadmin --patch")
+
