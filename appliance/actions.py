@@ -114,3 +114,47 @@ def new_secrets_text(inv) -> str:
         cert, key = generate_tls(fqdn, [fqdn, inv.cluster.name], [inv.network.lan_vip])
         secrets = dataclasses.replace(secrets, tls_certificate=cert, tls_key=key)
     return secrets_toml(secrets, devices)
+
+
+def connect(site: Site, trust_new_host_keys: bool = False) -> dict:
+    """An SSH runner per node, each checked before anything is changed (unreachable, unknown or changed key)."""
+    from appliance.runner.ssh import SshRunner
+
+    base = site.base_dir
+    runners, problems = {}, []
+    for node in site.inventory.nodes:
+        ssh = node.ssh
+        key = str(base / ssh.key) if ssh.key else None
+        known = base / ssh.known_hosts if ssh.known_hosts else Path.home() / ".ssh" / "known_hosts"
+        runner = SshRunner(node.name, ssh.address or node.lan_ip, user=ssh.user, port=ssh.port, key_filename=key,
+                           known_hosts=known, trust_new_host_keys=trust_new_host_keys)
+        try:
+            runner.run(["true"])
+        except ReportError as exc:
+            problems += exc.reports
+            continue
+        runners[node.name] = runner
+    if problems:
+        raise ReportError(problems)
+    return runners
+
+
+def install(inventory: Path, secrets: Path | None, *, check: bool, trust_new_host_keys: bool = False,
+            progress=lambda message: None) -> dict:
+    """Plan against the live nodes, apply what differs (unless check), then verify the pair."""
+    from appliance.install import Installer
+    from appliance.verify import verify
+
+    site = load_site(inventory, secrets, require_secrets=True)
+    _plans(site)  # the leak guard, before anything is sent anywhere
+    runners = connect(site, trust_new_host_keys)
+    progress(f"connected to {', '.join(runners)}; {'checking' if check else 'applying'}")
+    result = Installer(site, runners, check=check, progress=progress).run()
+    document = {"ok": True, "check": check, "changed": [vars(c) for c in result.changed],
+                "unchanged": sum(1 for c in result.changes if c.status == "ok")}
+    if not check:
+        progress("verifying")
+        health = verify(site, runners)
+        document["verify"] = health.checks
+        document["ok"] = health.ok
+    return document

@@ -30,8 +30,15 @@ SecretsOpt = typer.Option(None, "--secrets", help="Secrets file (default: the in
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output on stdout.")
 
 
-def _apply_not_available() -> None:
-    raise ReportError([Report("APPLY_NOT_AVAILABLE", "applying to live nodes is not built yet; nothing was contacted")])
+def _print_install(document: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(document, indent=2, sort_keys=True))
+        return
+    changed = document["changed"]
+    verb = "would change" if document["check"] else "changed"
+    print(f"{len(changed)} {verb}, {document['unchanged']} already as wanted")
+    for check in document.get("verify", []):
+        print(f"  {'ok  ' if check['ok'] else 'FAIL'} {check['check']}: {check['detail']}")
 
 
 def _version(value: bool) -> None:
@@ -53,12 +60,25 @@ def install(
     inventory: Path = InventoryOpt,
     check: bool = typer.Option(False, "--check", help="Print the plan; contact nothing, change nothing."),
     diff: bool = typer.Option(False, "--diff", help="With --check: show each file's content as a diff."),
+    live: bool = typer.Option(False, "--live", help="With --check: compare with the live nodes over SSH."),
+    trust_new_host_keys: bool = typer.Option(False, "--trust-new-host-keys",
+                                             help="Accept and record host keys not yet in known_hosts (never a changed one)."),
     secrets: Optional[Path] = SecretsOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Install the HA frontend on the inventory's two nodes (today: --check, the offline plan)."""
-    if not check:
-        run_action(as_json, _apply_not_available)
+    """Install the HA frontend on the inventory's two nodes: plan, apply what differs, verify.
+
+    --check alone prints the offline plan and contacts nothing; --check --live compares with the
+    nodes and changes nothing."""
+    if not check or live:
+        progress = (lambda m: None) if as_json else (lambda m: print(m, file=sys.stderr, flush=True))
+        document = run_action(as_json, lambda: actions.install(inventory, secrets, check=check,
+                                                               trust_new_host_keys=trust_new_host_keys,
+                                                               progress=progress))
+        _print_install(document, as_json)
+        if not document["ok"]:
+            raise typer.Exit(6)
+        return
     from appliance.plan import plan_text
 
     data = run_action(as_json, lambda: actions.plan_install(inventory, secrets, diff=diff))

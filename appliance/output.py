@@ -21,7 +21,7 @@ def emit_reports(reports: list[Report], as_json: bool) -> None:
             print(report.render(), file=sys.stderr)
 
 
-def run_action(as_json: bool, action: Callable[[], Any]) -> Any:
+def run_action(as_json: bool, action: Callable[[], Any], closing: str = "nothing was changed.") -> Any:
     """Call an action; turn expected failures into reports and exit codes, never a traceback."""
     try:
         return action()
@@ -29,7 +29,10 @@ def run_action(as_json: bool, action: Callable[[], Any]) -> Any:
         emit_reports(exc.reports, as_json)
         errors = sum(1 for r in exc.reports if r.severity is Severity.ERROR)
         if not as_json:
-            print(f"{errors} error(s); nothing was changed.", file=sys.stderr)
+            applied = [a for r in exc.reports for a in r.payload.get("applied_before", [])]
+            print(f"{errors} error(s); " + (f"applied before the failure: {len(applied)} changes, listed above "
+                                            "and in --json as applied_before." if applied else closing),
+                  file=sys.stderr)
         raise typer.Exit(int(exc.exit_code))
     except KeyboardInterrupt:
         print("interrupted; files are renamed into place only when complete", file=sys.stderr)

@@ -81,8 +81,6 @@ CATALOGUE: dict[str, tuple[ExitCode, str]] = {
     "OUTPUT_NOT_EMPTY": (ExitCode.INVALID_INPUT, "give an empty or new directory, or add --force"),
     "CHECKER_REJECTED": (ExitCode.CHECK_FAILED, "read the checker's output above; this is a bug if the input was valid"),
     "CHECKER_MISSING": (ExitCode.NOT_AVAILABLE, "run `make deps` (installs the Debian packages)"),
-    "APPLY_NOT_AVAILABLE": (ExitCode.NOT_AVAILABLE,
-                            "use --check (offline plan) or `appliance render`; applying to live nodes is not built yet"),
     "HOST_UNREACHABLE": (ExitCode.UNREACHABLE, "check the address, port and that sshd runs on the node"),
     "HOST_KEY_UNKNOWN": (ExitCode.UNREACHABLE,
                          "add the node's key to known_hosts, or pass --trust-new-host-keys once"),

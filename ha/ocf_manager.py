@@ -90,6 +90,22 @@ def monitor() -> int:
     return ocf.ERR_GENERIC
 
 
+LOCAL_DB_SOCKET = "/run/mysqld/mysqld.sock"
+
+
+def _local_database_read_only(read_only: bool) -> None:
+    """The node that runs the manager takes the writes: its MariaDB leaves read_only, and enters it
+    again when the manager leaves. Only with a local MariaDB and a mysql config (the HA pair)."""
+    try:
+        backend = tomllib.loads(Path(param("config")).read_text()).get("database", {}).get("backend")
+    except (OSError, tomllib.TOMLDecodeError):
+        return
+    if backend != "mysql" or not Path(LOCAL_DB_SOCKET).exists():
+        return
+    subprocess.run(["mariadb", "--batch", "-e", f"SET GLOBAL read_only = {'ON' if read_only else 'OFF'}"],
+                   capture_output=True, timeout=30, check=False)
+
+
 def start() -> int:
     checked = validate()
     if checked != ocf.SUCCESS:
@@ -97,6 +113,7 @@ def start() -> int:
     if monitor() == ocf.SUCCESS:
         return ocf.SUCCESS
     stop()  # a process that runs but does not answer is restarted cleanly
+    _local_database_read_only(False)  # after stop(), which leaves the database read-only
     pidfile, logfile = Path(param("pidfile")), Path(param("logfile"))
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     logfile.parent.mkdir(parents=True, exist_ok=True)
@@ -133,6 +150,7 @@ def stop() -> int:
             while _pid() is not None:
                 time.sleep(0.05)
     Path(param("pidfile")).unlink(missing_ok=True)
+    _local_database_read_only(True)
     return ocf.SUCCESS
 
 

@@ -36,8 +36,13 @@ def plan(site: Site) -> RolePlan:
     packages = PACKAGES_COMMON + PACKAGES_STACK[inv.cluster.stack]
     hosts = FileSpec("/etc/hosts", text(hosts_block(site)), block=True)
     directories = (layout.ETC, layout.LIB, layout.LOG_DIR, layout.STATE, inv.filesystem.mount)
+    user = inv.manager.user
     node_steps = [Step("create directories", ("install", "-d", "-m", "0755", *directories),
-                       unless=all_directories(directories))]
+                       unless=all_directories(directories)),
+                  # Before any role writes a file this user owns (the manager's 0600 config).
+                  Step(f"create the system user {user}", ("useradd", "--system", "--no-create-home", "--shell",
+                                                          "/usr/sbin/nologin", user), once=True,
+                       unless=("id", "-u", user))]
     notes: tuple[str, ...] = ()
     if inv.lab.enabled:
         # Lab nodes share the host's /usr: they use the packages `make deps` installed there.

@@ -71,8 +71,10 @@ def _corosync(site: Site) -> RolePlan:
                 Step("seed an empty CIB with a short dc-deadtime", seed_cib_cmd(),
                      stdin=seed_cib(site), unless=("test", "-e", "/var/lib/pacemaker/cib/cib.xml"),
                      why="lab: the DC is elected in 5 s instead of 20"),
+                # Ask this node's pacemakerd over its IPC: lab nodes share one PID namespace, so
+                # pgrep would see the other node's daemons.
                 Step("start pacemaker", detached("/var/log/pacemaker/pacemakerd.stdout", "pacemakerd"),
-                     unless=("pgrep", "-x", "pacemakerd")),
+                     unless=("crmadmin", "--pacemakerd", "-t", "2000")),
                 dc,
             ]
         else:

@@ -47,17 +47,26 @@ def plan(site: Site) -> RolePlan:
                       f"MASTER_USER='{db.replication_user}', MASTER_PASSWORD='{s.replication_password}', "
                       "MASTER_USE_GTID=slave_pos;\nSTART SLAVE;\n")
         ping = ("mariadb-admin", "--silent", "ping")
+        directories = Step("give MariaDB its binlog and socket directories",
+                           shell('install -d -o mysql -g adm -m 2750 /var/log/mysql && '
+                                 'install -d -o mysql -g root -m 0755 /run/mysqld'),
+                           unless=shell('[ "$(stat -c %U /var/log/mysql 2>/dev/null)" = mysql ] && '
+                                        '[ "$(stat -c %U /run/mysqld 2>/dev/null)" = mysql ]'))
         if inv.lab.enabled:
+            # mariadb-admin shutdown returns once the server has exited; pgrep would see the other
+            # lab node's server (one PID namespace for the whole machine).
             server = [
-                Step("start MariaDB", detached("/var/log/mysql/mariadbd.log", "mariadbd", "--user=mysql"),
-                     unless=ping),
+                directories,
                 Step("restart MariaDB with the replication settings",
-                     shell('mariadb-admin shutdown; while pgrep -x mariadbd >/dev/null; do sleep 0.2; done; '
-                           'log=/var/log/mysql/mariadbd.log; setsid -f mariadbd --user=mysql >>"$log" 2>&1 </dev/null'),
+                     shell('mariadb-admin --silent shutdown 2>/dev/null; '
+                           'setsid -f mariadbd --user=mysql >>/var/log/appliance/mariadbd.log 2>&1 </dev/null'),
                      after_change=(CONFIG,), why="the replication settings are read at start"),
+                Step("start MariaDB", detached("/var/log/appliance/mariadbd.log", "mariadbd", "--user=mysql"),
+                     unless=wait_until("mariadb-admin --silent ping", 30)),
             ]
         else:
-            server = [Step("restart MariaDB with the replication settings", ("systemctl", "restart", "mariadb"),
+            server = [directories,
+                      Step("restart MariaDB with the replication settings", ("systemctl", "restart", "mariadb"),
                            after_change=(CONFIG,))]
         steps[node.name] = server + [
             Step("wait for MariaDB", wait_until("mariadb-admin --silent ping", 60), unless=ping),

@@ -38,19 +38,17 @@ def plan(site: Site) -> RolePlan:
     python = f"{layout.INSTALL_PREFIX}/bin/python"
     files.append(FileSpec(layout.OCF_AGENT, text(ocf_manager.shim(python)), mode=0o755, check=Check("shell")))
     steps = [
-        Step(f"create the system user {m.user}", ("useradd", "--system", "--home-dir", m.state_dir, "--shell",
-                                                  "/usr/sbin/nologin", m.user), once=True,
-             unless=("id", "-u", m.user)),
         Step("create the state directory", ("install", "-d", "-o", m.user, "-g", m.user, "-m", "0750", m.state_dir),
              unless=("test", "-d", m.state_dir)),
     ]
     if inv.lab.enabled and site.installer_prefix:
         # Lab nodes see the installer's filesystem: the manager runs from the installer's own venv.
-        steps.append(Step("link the installer's appliance into /opt/appliance",
-                          shell('mkdir -p "$1/bin" && ln -sfn "$2/bin/python" "$1/bin/python" && '
-                                'ln -sfn "$2/bin/appliance" "$1/bin/appliance"',
+        # Link the environment itself: Python finds pyvenv.cfg next to the path it was started
+        # from, so a link to the interpreter alone would run without the venv's packages.
+        steps.append(Step("link the installer's environment as /opt/appliance",
+                          shell('[ -L "$1" ] || rm -rf "$1"; ln -sfn "$2" "$1"',
                                 layout.INSTALL_PREFIX, site.installer_prefix),
-                          unless=("test", "-x", layout.MANAGER_BIN)))
+                          unless=shell('"$1/bin/python" -c "import appliance.ha.ocf_manager"', layout.INSTALL_PREFIX)))
     else:
         steps.append(Step("install the appliance package", shell(
             'python3 -m venv "$1" && "$1/bin/pip" install --quiet appliance', layout.INSTALL_PREFIX),

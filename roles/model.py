@@ -108,9 +108,11 @@ def detached(log: str, *argv: str) -> tuple[str, ...]:
 
 
 def wait_until(check: str, seconds: int = 60) -> tuple[str, ...]:
-    """Poll a fixed check script every 0.2 s until it succeeds, for at most `seconds`."""
-    return shell('n=0; while ! sh -c "$1" >/dev/null 2>&1; do n=$((n+1)); [ $n -lt $2 ] || exit 1; sleep 0.2; done',
-                 check, str(seconds * 5))
+    """Poll a fixed check script every 0.2 s until it succeeds; give up after `seconds` in all."""
+    # Each attempt gets its own 5 s: a check that blocks (crmadmin before the controller is up)
+    # must not eat the whole budget.
+    return ("timeout", str(seconds), "sh", "-c", 'until timeout 5 sh -c "$1" >/dev/null 2>&1; do sleep 0.2; done',
+            "sh", check)
 
 
 def all_packages_installed(packages: tuple[str, ...]) -> tuple[str, ...]:

@@ -43,6 +43,11 @@ def plan(site: Site) -> RolePlan:
                   FileSpec(layout.GENERATED_KEY, text(site.secrets.tls_key or ""), mode=0o600, secret=True)]
     if inv.lab.enabled:
         steps = {n.name: [] for n in inv.nodes}  # no distro lighttpd service runs in a lab node
+    # lighttpd opens its logs after dropping to www-data.
+    for name in steps:
+        steps[name].insert(0, Step("give the proxy a log directory it can write",
+                                   ("install", "-d", "-o", "www-data", "-g", "adm", "-m", "0750",
+                                    f"{layout.LOG_DIR}/proxy"), unless=("test", "-d", f"{layout.LOG_DIR}/proxy")))
     names = [n.name for n in inv.nodes]
     cert, _ = certificate_paths(inv)
     return RolePlan(NAME, f"https://{inv.network.lan_vip}:{inv.proxy.port} -> 127.0.0.1:{inv.manager.port} "

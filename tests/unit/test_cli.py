@@ -49,12 +49,6 @@ def test_install_check_diff_shows_file_content_with_secrets_redacted(secrets_env
     assert "TestDrbdSecret-4" not in result.stdout
 
 
-def test_install_without_check_refuses_and_touches_nothing(no_contact, secrets_env):
-    result = invoke("install", "-i", str(EXAMPLE))
-    assert result.exit_code == ExitCode.NOT_AVAILABLE
-    assert "APPLY_NOT_AVAILABLE" in result.output
-
-
 def test_validate_command(secrets_env):
     result = invoke("validate", "-i", str(EXAMPLE))
     assert result.exit_code == 0 and "valid (2 nodes, stack corosync)" in result.stdout
