@@ -158,3 +158,43 @@ def install(inventory: Path, secrets: Path | None, *, check: bool, trust_new_hos
         document["verify"] = health.checks
         document["ok"] = health.ok
     return document
+
+
+def run_drill(inventory: Path, fault: str, node: str | None, *, restore_after: bool = True,
+              progress=lambda message: None) -> dict:
+    """Inject a fault in the lab while writing through the API; measure; put the lab back."""
+    from appliance import drill
+    from appliance.install import Installer
+    from appliance.lab import lab
+
+    site = load_site(inventory, None, require_secrets=True)
+    if not site.inventory.lab.enabled:
+        raise ReportError([Report("LAB_NOT_ROOT", "drills only run against the lab (an inventory with [lab])",
+                                  fix="use `appliance lab up` and its lab.toml")])
+    runners = connect(site)
+    result = drill.drill(site, runners, fault, inventory.parent, node=node, progress=progress)
+    if restore_after:
+        victim = next(n for n in lab.NODES if n.name == result["node"])
+        if fault in ("kill-node", "cut-link"):
+            for runner in runners.values():
+                runner.close()
+            drill.restore(site, victim, inventory.parent, (site.inventory.network.lan_vip,
+                                                           site.inventory.network.san_vip))
+            runners = connect(site)
+        progress(f"restoring {victim.name} with appliance install")
+        Installer(site, runners, progress=lambda m: None).run()
+        from appliance.verify import verify
+
+        result["after_restore"] = verify(site, runners, wait=120).checks
+    return result
+
+
+def status(inventory: Path) -> dict:
+    """Cluster, resources, replication and API, read from the live nodes."""
+    from appliance.verify import cluster_state, replication, verify
+
+    site = load_site(inventory, None, require_secrets=True)
+    runners = connect(site)
+    first = next(iter(runners.values()))
+    return {"cluster": cluster_state(first), "replication": {n: replication(r) for n, r in runners.items()},
+            "checks": verify(site, runners, wait=0).checks}

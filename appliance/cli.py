@@ -193,6 +193,43 @@ def _print_lab(result: dict, as_json: bool) -> None:
 
 
 @app.command()
+def status(inventory: Path = InventoryOpt, as_json: bool = JsonOpt) -> None:
+    """The live pair: nodes, resources and where they run, replication, API through TLS."""
+    document = run_action(as_json, lambda: actions.status(inventory))
+    if as_json:
+        print(json.dumps(document, indent=2, sort_keys=True))
+    else:
+        cluster = document["cluster"]
+        print(f"online: {', '.join(cluster['online']) or 'none'}; DC {cluster.get('dc')}")
+        for rid, resource in sorted(cluster["resources"].items()):
+            print(f"  {rid:<16} {resource['role'] or '':<10} {', '.join(resource['nodes']) or '-'}"
+                  + ("  FAILED" if resource["failed"] else ""))
+        for check in document["checks"]:
+            print(f"{'ok  ' if check['ok'] else 'FAIL'} {check['check']}: {check['detail']}")
+    if not all(c["ok"] for c in document["checks"]):
+        raise typer.Exit(6)
+
+
+@app.command()
+def drill(fault: str = typer.Argument(..., help="kill-node | cut-link | kill-manager | kill-db"),
+          inventory: Path = InventoryOpt, node: Optional[str] = typer.Option(None, help="default: the active node"),
+          restore: bool = typer.Option(True, "--restore/--no-restore", help="Put the lab back afterwards."),
+          as_json: bool = JsonOpt) -> None:
+    """Lab only: inject a fault while writing through the API; print seconds to recover and writes lost."""
+    progress = (lambda m: None) if as_json else (lambda m: print(m, file=sys.stderr, flush=True))
+    result = run_action(as_json, lambda: actions.run_drill(inventory, fault, node, restore_after=restore,
+                                                           progress=progress))
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{fault} on {result['node']}: the API answered again through the floating address after "
+              f"{result['seconds_until_api_answers']} s; {result['acknowledged_writes']} writes acknowledged, "
+              f"{result['acknowledged_writes_lost']} lost")
+    if result["acknowledged_writes_lost"]:
+        raise typer.Exit(5)
+
+
+@app.command()
 def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", dir_okay=False,
                                                help="manager.toml (default: the embedded default)"),
           bind: Optional[str] = typer.Option(None, help="Override [api] bind"),

@@ -165,6 +165,11 @@ class Installer:
             return
         if diff.returncode != 1:
             raise CommandFailed(diff)
+        # Pacemaker's own checker on the result, with the live status: a configuration it would refuse
+        # (e.g. stonith on but no device) never reaches the cluster.
+        verdict = runner.run(cibmod.verify_cmd(f"{work}/cib-new.xml"), check=False)
+        if not verdict.ok:
+            raise CommandFailed(verdict)
         if self.check:
             self._record(plan.role, CLUSTER, "CIB configuration", "would-change", "crm_diff found differences")
             return

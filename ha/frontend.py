@@ -100,11 +100,8 @@ def frontend_group(s: FrontendSpec) -> Group:
             pairs({"clientspec": client, "directory": s.export_dir, "options": s.export_options,
                    "fsid": s.export_fsid, "unlock_on_stop": True, "wait_for_leasetime_on_stop": False}),
             ops=_monitored("30s", "40s")))
+    # What the API needs starts first (addresses, manager, proxy); the AoE export follows.
     members += [
-        Primitive("p_aoe_data", "ocf", "AoEtarget", "heartbeat",
-                  pairs({"device": s.vmdata_device, "nic": s.san_nic, "shelf": s.aoe_shelf, "slot": s.aoe_slot,
-                         "binary": s.aoe_binary}),
-                  ops=_monitored("20s", "20s")),
         Primitive("p_ip_san", "ocf", "IPaddr2", "heartbeat",
                   pairs({"ip": s.san_vip, "cidr_netmask": s.san_prefix, "nic": s.san_nic}),
                   ops=_monitored("10s", "20s")),
@@ -117,6 +114,10 @@ def frontend_group(s: FrontendSpec) -> Group:
                   pairs({"binfile": "/usr/sbin/lighttpd", "cmdline_options": f"-D -f {s.proxy_config}",
                          "pidfile": s.proxy_pidfile}),
                   ops=_monitored("15s", "20s")),
+        Primitive("p_aoe_data", "ocf", "AoEtarget", "heartbeat",
+                  pairs({"device": s.vmdata_device, "nic": s.san_nic, "shelf": s.aoe_shelf, "slot": s.aoe_slot,
+                         "binary": s.aoe_binary}),
+                  ops=_monitored("20s", "20s")),
     ]
     # priority: with priority-fencing-delay, the node running the group wins a fence race.
     return Group(GROUP, tuple(members), meta=pairs({"priority": 10}))
@@ -148,8 +149,9 @@ def frontend_cib(s: FrontendSpec) -> Cib:
                   "no-quorum-policy": "stop"}
     if s.dc_deadtime:
         properties["dc-deadtime"] = s.dc_deadtime
-    if s.fencing_enabled:
+    if s.fencing_enabled and s.priority_fencing_delay.rstrip("smhin") not in ("", "0"):
         properties["priority-fencing-delay"] = s.priority_fencing_delay
+    if s.fencing_enabled:
         for device in s.fence_devices:
             primitive = fence_primitive(device)
             resources.append(primitive)

@@ -62,12 +62,15 @@ def _corosync(site: Site) -> RolePlan:
                       why="two_node with wait_for_all: both nodes must be seen once", unless=("corosync-quorumtool", "-s"))
         dc = Step("wait for a designated controller", wait_until("crmadmin -D -t 2000", 120),
                   unless=("crmadmin", "-D", "-t", "2000"))
+        reload = Step("reload corosync.conf into the running corosync", ("corosync-cfgtool", "-R"),
+                      after_change=("/etc/corosync/corosync.conf",), why="token and links change at runtime")
         if inv.lab.enabled:
             steps[node.name] = [
                 password,
                 Step("start corosync", detached("/var/log/corosync/corosync.stdout", "corosync", "-f"),
                      unless=("corosync-cfgtool", "-s")),
                 quorum,
+                reload,
                 Step("seed an empty CIB with a short dc-deadtime", seed_cib_cmd(),
                      stdin=seed_cib(site), unless=("test", "-e", "/var/lib/pacemaker/cib/cib.xml"),
                      why="lab: the DC is elected in 5 s instead of 20"),
@@ -83,6 +86,7 @@ def _corosync(site: Site) -> RolePlan:
                 Step("start corosync and pacemaker", ("systemctl", "enable", "--now", "corosync", "pacemaker"),
                      unless=("systemctl", "is-active", "--quiet", "corosync", "pacemaker")),
                 quorum,
+                reload,
                 dc,
             ]
     names = [n.name for n in inv.nodes]

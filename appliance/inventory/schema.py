@@ -154,7 +154,9 @@ class FenceDevice(_Model):
 
 class Fencing(_Model):
     enabled: bool = True
-    priority_fencing_delay: Duration = "15s"  # the node running resources wins a fence race
+    # Off by default: it makes the node running the services win a split-brain fence race, but it
+    # also delays fencing a node that really died by exactly this much (measured: 15s -> 24.7 s failover).
+    priority_fencing_delay: Duration = "0s"
     devices: list[FenceDevice] = Field(default_factory=list)
 
 

@@ -62,7 +62,7 @@ def test_crm_verify_rejects_a_dangling_reference(tmp_path):
     assert not run.ok
 
 
-MEMBERS = ["p_fs_one", "p_nfsserver", "p_export_1", "p_aoe_data", "p_ip_san", "p_ip_lan", "p_manager", "p_proxy"]
+MEMBERS = ["p_fs_one", "p_nfsserver", "p_export_1", "p_ip_san", "p_ip_lan", "p_manager", "p_proxy", "p_aoe_data"]
 
 
 def preview_for(failed: str, tmp_path: Path, update_golden: bool):

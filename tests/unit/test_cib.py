@@ -18,7 +18,7 @@ def test_fencing_is_on_with_a_device_per_node_that_never_runs_on_its_target():
     props = dict(cib.properties)
     assert props["stonith-enabled"] == "true"
     assert props["no-quorum-policy"] == "stop"  # two_node in corosync keeps quorum; never "ignore"
-    assert props["priority-fencing-delay"] == "15s"
+    assert "priority-fencing-delay" not in props  # off by default: it delays every real failover
     devices = [r for r in cib.resources if isinstance(r, Primitive) and r.standard == "stonith"]
     assert sorted(dict(d.params)["pcmk_host_list"] for d in devices) == ["cloud-cc01", "cloud-cc02"]
     avoid = {(c.rsc, c.node) for c in cib.constraints if isinstance(c, Location) and c.score == "-INFINITY"}

@@ -1,0 +1,170 @@
+"""`appliance drill`: inject a fault in the lab while a client writes through the API, and measure.
+
+The client creates a VM (on hold) through the TLS proxy on the LAN floating address every 50 ms
+and records every write the API acknowledged. The fault hits the node holding the group. The
+drill reports the seconds from the fault until a write succeeds again through the floating
+address, and how many acknowledged writes the survivor does not have.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from appliance.inventory.load import Site
+from appliance.lab import lab
+from appliance.reports import Report, ReportError
+from appliance.verify import cluster_state
+
+FAULTS = ("kill-node", "cut-link", "kill-manager", "kill-db")
+
+
+@dataclass
+class Writer:
+    """Writes through the floating address until stopped; remembers what was acknowledged."""
+
+    host: str
+    port: int
+    token: str
+    cafile: str
+    acknowledged: list[str] = field(default_factory=list)
+    successes: list[float] = field(default_factory=list)
+    failures: list[float] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        context = ssl.create_default_context(cafile=self.cafile)
+        connection = None
+        n = 0
+        while not self.stop.is_set():
+            name = f"drill-{os.getpid()}-{n}"
+            n += 1
+            try:
+                if connection is None:
+                    # A short connect timeout: while the address is down nothing answers ARP, and a
+                    # long one would notice the recovery seconds late. Replies get 5 s.
+                    connection = http.client.HTTPSConnection(self.host, self.port, timeout=0.3, context=context)
+                    connection.connect()
+                    connection.sock.settimeout(5)
+                body = json.dumps({"name": name, "memory": 16, "cpu": 0.01, "hold": True})
+                connection.request("POST", "/api/v1/vms", body=body, headers={
+                    "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+                response = connection.getresponse()
+                response.read()
+                if response.status == 201:
+                    self.acknowledged.append(name)
+                    self.successes.append(time.monotonic())
+                else:
+                    self.failures.append(time.monotonic())
+            except (OSError, http.client.HTTPException, ssl.SSLError):
+                self.failures.append(time.monotonic())
+                if connection is not None:
+                    connection.close()
+                connection = None
+            self.stop.wait(0.05)
+
+
+def _node_of(site: Site, name: str) -> lab.LabNode:
+    return next(n for n in lab.NODES if n.name == name)
+
+
+def active_node(runners: dict) -> str:
+    for runner in runners.values():
+        state = cluster_state(runner)
+        nodes = state["resources"].get("p_ip_lan", {}).get("nodes", [])
+        if nodes:
+            return nodes[0]
+    raise ReportError([Report("COMMAND_FAILED", "no node holds the LAN floating address: is the pair installed?")])
+
+
+def inject(fault: str, node: lab.LabNode, lab_dir: Path, runner) -> None:
+    """The fault itself. kill-node is a power cut: every process dies and the links go dark."""
+    if fault == "kill-node":
+        for pid in lab.node_pids(node):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for net in ("lan", "san"):
+            subprocess.run(["ip", "link", "set", node.veth(net), "down"], check=True)
+    elif fault == "cut-link":
+        for net in ("lan", "san"):
+            subprocess.run(["ip", "link", "set", node.veth(net), "down"], check=True)
+    elif fault == "kill-manager":
+        runner.run(["sh", "-c", 'kill -9 "$(cat /run/appliance/manager.pid)"'])
+    elif fault == "kill-db":
+        runner.run(["sh", "-c", 'kill -9 "$(cat /run/mysqld/mysqld.pid)"'])
+    else:
+        raise ValueError(fault)
+
+
+def restore(site: Site, node: lab.LabNode, lab_dir: Path, vips: tuple[str, str]) -> None:
+    """Bring a killed or cut-off lab node back: links up, stale floating addresses gone, sshd back."""
+    for address in vips:
+        for interface in ("lan0", "san0"):
+            subprocess.run(["ip", "-n", node.netns, "addr", "del", f"{address}/24", "dev", interface],
+                           capture_output=True)
+    for net in ("lan", "san"):
+        subprocess.run(["ip", "link", "set", node.veth(net), "up"], check=True)
+    lab.start_node(lab_dir, node)
+    lab.wait_for_ssh(node)
+
+
+def drill(site: Site, runners: dict, fault: str, lab_dir: Path, *, node: str | None = None,
+          settle: float = 3.0, timeout: float = 60.0, progress=lambda m: None) -> dict:
+    if fault not in FAULTS:
+        raise ReportError([Report("API_REFUSED", f"unknown fault {fault!r}", value=fault)])
+    inv = site.inventory
+    target = node or active_node(runners)
+    token = runners[target].read(f"{inv.manager.state_dir}/admin.token") or \
+        next(r.read(f"{inv.manager.state_dir}/admin.token") for r in runners.values())
+    with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as cafile:
+        cafile.write(site.secrets.tls_certificate or "")
+    writer = Writer(inv.network.lan_vip, inv.proxy.port, token.decode().strip(), cafile.name)
+    thread = threading.Thread(target=writer.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while len(writer.successes) < 10:  # the client must be writing before the fault
+        if time.monotonic() > deadline:
+            writer.stop.set()
+            raise ReportError([Report("COMMAND_FAILED", "the API does not answer through the floating address")])
+        time.sleep(0.05)
+    progress(f"writing through https://{inv.network.lan_vip}; injecting {fault} on {target}")
+    fault_at = time.monotonic()
+    inject(fault, _node_of(site, target), lab_dir, runners[target])
+    while time.monotonic() - fault_at < timeout:
+        recovered = [t for t in writer.successes if t > fault_at + 0.001 and
+                     any(f > fault_at for f in writer.failures)]
+        if recovered and time.monotonic() - recovered[0] > settle:
+            break
+        if not any(f > fault_at for f in writer.failures) and time.monotonic() - fault_at > settle * 2:
+            break  # the client never noticed: no interruption
+        time.sleep(0.1)
+    writer.stop.set()
+    thread.join(timeout=10)
+    failed_after = [f for f in writer.failures if f > fault_at]
+    back = [t for t in writer.successes if failed_after and t > failed_after[0]]
+    seconds = round(back[0] - fault_at, 2) if back else (0.0 if not failed_after else None)
+    survivor = next(n for n in runners if n != target) if fault in ("kill-node", "cut-link") else target
+    listed = _names_on(runners[survivor], site)
+    lost = [name for name in writer.acknowledged if name not in listed]
+    os.unlink(cafile.name)
+    return {"fault": fault, "node": target, "survivor": survivor, "seconds_until_api_answers": seconds,
+            "acknowledged_writes": len(writer.acknowledged), "acknowledged_writes_lost": len(lost),
+            "lost": lost[:10]}
+
+
+def _names_on(runner, site: Site) -> set[str]:
+    """Every VM name in the survivor's database, read straight from MariaDB."""
+    db = site.inventory.database.name
+    result = runner.run(["mariadb", "--batch", "--skip-column-names", "-e",
+                         f"SELECT name FROM `{db}`.vms"], timeout=60)
+    return set(result.stdout.split())
