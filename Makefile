@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXAMPLE := examples/two-node.toml
 DEMO_OUT := out/demo
+LAB := /tmp/appliance-lab-demo
 
 .PHONY: demo test deps venv clean
 
@@ -33,6 +34,14 @@ demo: deps
 	@cat $(DEMO_OUT)/cluster/failover-cloud-cc01.txt
 	@echo "== 4. the core manager on the embedded default: ten VMs on real qcow2 overlays =="
 	./tools/manager-demo.sh
+	@echo "== 5. the lab: two frontends as namespaces on this machine, installed over SSH =="
+	$(BIN)/appliance lab down --dir $(LAB) > /dev/null 2>&1 || true
+	$(BIN)/appliance lab up --dir $(LAB)
+	$(BIN)/appliance install -i $(LAB)/lab.toml
+	$(BIN)/appliance status -i $(LAB)/lab.toml
+	@echo "== 6. kill the active node while a client writes through the API =="
+	$(BIN)/appliance drill kill-node -i $(LAB)/lab.toml
+	$(BIN)/appliance lab down --dir $(LAB)
 
 test: deps
 	$(BIN)/pytest -q

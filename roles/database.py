@@ -45,7 +45,7 @@ def plan(site: Site) -> RolePlan:
                      f"GRANT REPLICATION SLAVE ON *.* TO '{db.replication_user}'@'{peer.san_ip}';\n")
         sql_source = (f"CHANGE MASTER TO MASTER_HOST='{peer.san_ip}', MASTER_PORT={db.port}, "
                       f"MASTER_USER='{db.replication_user}', MASTER_PASSWORD='{s.replication_password}', "
-                      "MASTER_USE_GTID=slave_pos;\nSTART SLAVE;\n")
+                      "MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=2;\nSTART SLAVE;\n")
         ping = ("mariadb-admin", "--silent", "ping")
         directories = Step("give MariaDB its binlog and socket directories",
                            shell('install -d -o mysql -g adm -m 2750 /var/log/mysql && '
@@ -77,6 +77,10 @@ def plan(site: Site) -> RolePlan:
             Step(f"replicate from {peer.name} ({peer.san_ip})", ("mariadb", "--batch"), stdin=Secret(sql_source),
                  once=True, why="circular: each node is the other's replica",
                  unless=shell('mariadb -e "SHOW SLAVE STATUS\\G" | grep -q "Master_Host: $1$"', peer.san_ip)),
+            # After the peer came back, a replica may sit out its reconnect interval: restart its IO thread.
+            Step(f"make sure replication from {peer.name} runs",
+                 ("mariadb", "--batch", "-e", "STOP SLAVE IO_THREAD; START SLAVE"),
+                 unless=shell('mariadb -e "SHOW SLAVE STATUS\\G" | grep -q "Slave_IO_Running: Yes"')),
         ]
     names = [n.name for n in inv.nodes]
     offsets = ", ".join(f"{n.name} id {inv.server_id(n)} offset {inv.auto_increment_offset(n)}" for n in inv.nodes)

@@ -1,0 +1,109 @@
+"""The main job for real, in the lab: install over SSH, verify, install again, drill a failover.
+
+One lab for the module (a fresh pair takes about a minute to install); tests run in order.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appliance.lab import lab
+from tests.conftest import in_ci, require_tool
+
+BIN = Path(sys.executable).with_name("appliance")
+
+
+def cli(*args: str, check: bool = True) -> tuple[int, dict]:
+    result = subprocess.run([str(BIN), *args, "--json"], capture_output=True, text=True, timeout=900)
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.returncode, json.loads(result.stdout) if result.stdout.strip() else {}
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    for tool in ("corosync", "pacemakerd", "mariadbd", "lighttpd", "vblade", "/usr/sbin/sshd", "crm_mon"):
+        require_tool(tool)
+    if os.geteuid() != 0:
+        if in_ci():
+            pytest.fail("the lab needs root")
+        pytest.skip("the lab needs root")
+    directory = tmp_path_factory.mktemp("lab") / "lab"
+    lab.up(directory, token=1000)
+    code, first = cli("install", "-i", str(directory / "lab.toml"))
+    yield directory, first
+    lab.down(directory)
+
+
+def fingerprint(directory: Path) -> dict[str, str]:
+    """What a second install must not touch: configs, the CIB configuration, the database."""
+    out = {}
+    for node in lab.NODES:
+        pid = (directory / node.name / "anchor.pid").read_text().strip()
+        script = ("cat /etc/corosync/corosync.conf /etc/appliance/manager.toml /etc/appliance/proxy/lighttpd.conf "
+                  "/etc/mysql/mariadb.conf.d/60-appliance-replication.cnf; cibadmin --query --scope configuration; "
+                  "mariadb --batch -e 'CHECKSUM TABLE appliance.users, appliance.hosts, appliance.vms'")
+        result = subprocess.run(["nsenter", "-t", pid, "-n", "-m", "-u", "sh", "-c", script], capture_output=True,
+                                check=True)
+        out[node.name] = hashlib.sha256(result.stdout).hexdigest()
+    return out
+
+
+def test_install_verifies_a_healthy_pair(installed):
+    _, first = installed
+    assert first["ok"], first.get("verify")
+    checks = {c["check"]: c["ok"] for c in first["verify"]}
+    assert checks["both nodes online"] and checks["API answers through TLS on the LAN floating address"]
+    assert checks["replication into cloud-cc01"] and checks["replication into cloud-cc02"]
+
+
+def test_second_install_changes_nothing(installed):
+    directory, _ = installed
+    before = fingerprint(directory)
+    _, second = cli("install", "-i", str(directory / "lab.toml"))
+    assert second["changed"] == [] and second["ok"]
+    assert fingerprint(directory) == before
+
+
+def test_live_check_reports_and_changes_nothing(installed):
+    directory, _ = installed
+    inventory = directory / "lab.toml"
+    text = inventory.read_text()
+    inventory.write_text(text.replace("token = 1000", "token = 1200"))
+    try:
+        before = fingerprint(directory)
+        _, checked = cli("install", "--check", "--live", "-i", str(inventory))
+        assert {c["what"] for c in checked["changed"]} >= {"file /etc/corosync/corosync.conf"}
+        assert all(c["status"] == "would-change" for c in checked["changed"])
+        assert fingerprint(directory) == before
+    finally:
+        inventory.write_text(text)
+
+
+def test_kill_node_fails_over_without_losing_acknowledged_writes(installed):
+    directory, _ = installed
+    code, result = cli("drill", "kill-node", "-i", str(directory / "lab.toml"))
+    assert code == 0, result
+    assert result["seconds_until_api_answers"] is not None
+    assert result["acknowledged_writes"] > 10 and result["acknowledged_writes_lost"] == 0
+    assert all(check["ok"] for check in result["after_restore"]), result["after_restore"]
+
+
+def test_an_unreachable_node_is_named_and_nothing_is_changed(installed):
+    directory, _ = installed
+    node = lab.NODES[1]
+    for pid in lab.node_pids(node):  # sshd and everything else on cloud-cc02 stop
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    code, document = cli("install", "-i", str(directory / "lab.toml"), check=False)
+    assert code == 6
+    assert [(r["code"], r.get("host")) for r in document["reports"]] == [("HOST_UNREACHABLE", node.name)]
