@@ -136,9 +136,10 @@ def _sshd_config(lab: Path, node_dir: Path) -> str:
 def _anchor_pid(node_dir: Path) -> int | None:
     try:
         pid = int((node_dir / "anchor.pid").read_text())
-    except (OSError, ValueError):
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]
+    except (OSError, ValueError, IndexError):
         return None
-    return pid if Path(f"/proc/{pid}").exists() else None
+    return None if state == "Z" else pid  # a killed anchor lingers as a zombie: it is not alive
 
 
 def node_pids(node: LabNode) -> list[int]:
@@ -152,10 +153,11 @@ def start_node(lab: Path, node: LabNode) -> None:
     if _anchor_pid(node_dir):
         return
     (node_dir / "anchor.pid").unlink(missing_ok=True)
-    subprocess.Popen(["ip", "netns", "exec", node.netns, "unshare", "--mount", "--uts", "--propagation", "private",
-                      sys.executable, "-m", "appliance.lab.anchor", str(node_dir)],
-                     stdin=subprocess.DEVNULL, stdout=open(node_dir / "anchor.log", "ab"), stderr=subprocess.STDOUT,
-                     start_new_session=True)
+    # setsid -f: the anchor's parent is init, not us, so a killed node never lingers as our zombie.
+    subprocess.run(["setsid", "-f", "ip", "netns", "exec", node.netns, "unshare", "--mount", "--uts", "--propagation",
+                    "private", sys.executable, "-m", "appliance.lab.anchor", str(node_dir)],
+                   stdin=subprocess.DEVNULL, stdout=open(node_dir / "anchor.log", "ab"), stderr=subprocess.STDOUT,
+                   check=True)
 
 
 def wait_for_ssh(node: LabNode, timeout: float = 20.0) -> None:
