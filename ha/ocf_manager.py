@@ -147,8 +147,12 @@ def stop() -> int:
             time.sleep(0.1)  # poll interval inside the deadline loop
         if _pid() is not None:
             os.kill(pid, signal.SIGKILL)
-            while _pid() is not None:
-                time.sleep(0.05)
+            killed_by = time.monotonic() + 10
+            while _pid() is not None and time.monotonic() < killed_by:
+                time.sleep(0.05)  # poll interval inside the deadline loop
+            if _pid() is not None:
+                ocf.exit_reason(f"manager process {pid} survives SIGKILL (stuck in I/O?)")
+                return ocf.ERR_GENERIC  # Pacemaker escalates a failed stop to fencing: the right answer
     Path(param("pidfile")).unlink(missing_ok=True)
     _local_database_read_only(True)
     return ocf.SUCCESS
