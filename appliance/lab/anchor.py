@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 OVERLAID = ("/etc", "/var", "/srv", "/opt", "/usr/lib/ocf/resource.d")
@@ -42,12 +41,11 @@ def main(directory: str) -> int:
                             stdin=subprocess.DEVNULL, stdout=open(node / "sshd.log", "ab"), stderr=subprocess.STDOUT)
     (node / "anchor.pid").write_text(f"{os.getpid()}\n")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    while True:  # reap every orphan that lands here; exit when sshd is gone
+    while True:  # reap every orphan that lands here; the node ends when its sshd does
         try:
             pid, _ = os.waitpid(-1, 0)
         except ChildProcessError:
-            time.sleep(1)
-            continue
+            return 1  # no children at all: sshd is gone
         if pid == sshd.pid:
             return 1
 
