@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from appliance import actions, cli_manager, __version__
+from appliance.cli_serve import serve
 from appliance.output import run_action
 from appliance.reports import Report, ReportError
 
@@ -222,23 +223,26 @@ def drill(fault: str = typer.Argument(..., help="kill-node | cut-link | kill-man
     if as_json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{fault} on {result['node']}: the API answered again through the floating address after "
-              f"{result['seconds_until_api_answers']} s; {result['acknowledged_writes']} writes acknowledged, "
-              f"{result['acknowledged_writes_lost']} lost")
+        seconds = result["seconds_until_api_answers"]
+        print(f"{fault} on {result['node']}: " + (
+            f"the API answered again through the floating address after {seconds} s" if seconds is not None
+            else "the API did NOT answer again through the floating address") +
+            f"; {result['acknowledged_writes']} writes acknowledged, {result['acknowledged_writes_lost']} lost")
+        if result["failures_after_first_answer"]:
+            print(f"  it first answered after {result['seconds_until_first_answer']} s, then failed "
+                  f"{result['failures_after_first_answer']} more time(s) before it held")
+        for check in result.get("after_restore", []):
+            if not check["ok"]:
+                print(f"  after restoring: FAIL {check['check']}: {check['detail']}")
     if result["acknowledged_writes_lost"]:
         raise typer.Exit(5)
+    if result["seconds_until_api_answers"] is None:
+        raise typer.Exit(6)
+    if not all(check["ok"] for check in result.get("after_restore", [])):
+        raise typer.Exit(6)
 
 
-@app.command()
-def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", dir_okay=False,
-                                               help="manager.toml (default: the embedded default)"),
-          bind: Optional[str] = typer.Option(None, help="Override [api] bind"),
-          port: Optional[int] = typer.Option(None, help="Override [api] port")) -> None:
-    """Run the core manager: reconcile, then the controller loop and the HTTP API, until stopped."""
-    from appliance.serve import serve as run_serve
-
-    logging.getLogger().setLevel(logging.WARNING)
-    run_action(False, lambda: run_serve(config, bind, port))
+app.command()(serve)  # also reachable without this module: appliance.main
 
 
 def main() -> None:

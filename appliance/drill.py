@@ -88,11 +88,17 @@ def active_node(runners: dict) -> str:
 def inject(fault: str, node: lab.LabNode, lab_dir: Path, runner) -> None:
     """The fault itself. kill-node is a power cut: every process dies and the links go dark."""
     if fault == "kill-node":
-        for pid in lab.node_pids(node):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        # Until none is left: a daemon that is still alive between the listing and its kill can
+        # fork (pacemakerd respawns, execd runs a monitor), and a power cut leaves nothing behind.
+        for _ in range(50):
+            pids = lab.node_pids(node)
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         for net in ("lan", "san"):
             subprocess.run(["ip", "link", "set", node.veth(net), "down"], check=True)
     elif fault == "cut-link":
@@ -140,10 +146,11 @@ def drill(site: Site, runners: dict, fault: str, lab_dir: Path, *, node: str | N
     progress(f"writing through https://{inv.network.lan_vip}; injecting {fault} on {target}")
     fault_at = time.monotonic()
     inject(fault, _node_of(site, target), lab_dir, runners[target])
+    # Recovered means a steady run of successful writes `settle` seconds long, not one lucky answer:
+    # a service that answers once and falls over again has not recovered (a drill saw exactly that).
     while time.monotonic() - fault_at < timeout:
-        recovered = [t for t in writer.successes if t > fault_at + 0.001 and
-                     any(f > fault_at for f in writer.failures)]
-        if recovered and time.monotonic() - recovered[0] > settle:
+        streak, now = _steady_since(writer, fault_at), time.monotonic()
+        if streak is not None and now - streak > settle and now - writer.successes[-1] < 1.0:
             break
         if not any(f > fault_at for f in writer.failures) and time.monotonic() - fault_at > settle * 2:
             break  # the client never noticed: no interruption
@@ -151,15 +158,31 @@ def drill(site: Site, runners: dict, fault: str, lab_dir: Path, *, node: str | N
     writer.stop.set()
     thread.join(timeout=10)
     failed_after = [f for f in writer.failures if f > fault_at]
-    back = [t for t in writer.successes if failed_after and t > failed_after[0]]
-    seconds = round(back[0] - fault_at, 2) if back else (0.0 if not failed_after else None)
+    streak = _steady_since(writer, fault_at)
+    if not failed_after:
+        seconds = 0.0  # the client never saw an error
+    else:
+        seconds = round(streak - fault_at, 2) if streak is not None else None
+    first = [t for t in writer.successes if failed_after and t > failed_after[0]]
+    relapses = [f for f in failed_after if first and f > first[0]]
     survivor = next(n for n in runners if n != target) if fault in ("kill-node", "cut-link") else target
     listed = _names_on(runners[survivor], site)
     lost = [name for name in writer.acknowledged if name not in listed]
     os.unlink(cafile.name)
     return {"fault": fault, "node": target, "survivor": survivor, "seconds_until_api_answers": seconds,
+            "seconds_until_first_answer": round(first[0] - fault_at, 2) if first else None,
+            "failures_after_first_answer": len(relapses),
             "acknowledged_writes": len(writer.acknowledged), "acknowledged_writes_lost": len(lost),
             "lost": lost[:10]}
+
+
+def _steady_since(writer: Writer, fault_at: float) -> float | None:
+    """Start of the run of successes, after the fault and after the last failure, that is still going."""
+    failures = [f for f in writer.failures if f > fault_at]
+    if not failures:
+        return None
+    after = [t for t in writer.successes if t > failures[-1]]
+    return after[0] if after else None
 
 
 def _names_on(runner, site: Site) -> set[str]:

@@ -38,7 +38,13 @@ def cluster_state(runner: Runner) -> dict:
         resources[resource.get("id")] = {"role": resource.get("role"), "nodes": nodes,
                                          "failed": resource.get("failed") == "true"}
     dc = root.find("./summary/current_dc")
-    return {"online": sorted(online), "resources": resources, "dc": dc.get("name") if dc is not None else None}
+    # Failed actions stay recorded (and can keep a resource off a node: migration-threshold) until
+    # someone cleans them up; a resource can be "failed=false" and still stopped because of them.
+    failures = [{"action": f.get("op_key"), "node": f.get("node"), "result": f.get("exitstatus"),
+                 "reason": f.get("exitreason") or "", "when": f.get("last-rc-change")}
+                for f in root.iter("failure")]
+    return {"online": sorted(online), "resources": resources, "failures": failures,
+            "dc": dc.get("name") if dc is not None else None}
 
 
 def replication(runner: Runner) -> dict:
@@ -83,6 +89,13 @@ def verify(site: Site, runners: dict[str, Runner], wait: float = 90.0) -> Health
         group = [r for r in state["resources"].values()]
         failed = [rid for rid, r in state["resources"].items() if r["failed"]]
         health.add("no failed resources", not failed and bool(group), f"failed: {failed}")
+        stopped = sorted(rid for rid, r in state["resources"].items() if not r["nodes"])
+        health.add("every resource runs", not stopped and bool(group), f"stopped: {stopped}")
+        recorded = [f"{f['action']} on {f['node']}: {f['result']} {f['reason']}".strip()
+                    for f in state.get("failures", [])]
+        health.add("no failed actions recorded", not recorded,
+                   "; ".join(recorded) + " (docs/runbooks/failover.md: read the cause, then crm_resource --cleanup)"
+                   if recorded else "none")
         for vip in (inv.network.lan_vip, inv.network.san_vip):
             holders = [n for n in names if vip in runners[n].run(["ip", "-4", "-o", "addr"], check=False).stdout]
             health.add(f"{vip} held once", len(holders) == 1, f"held by {holders}")

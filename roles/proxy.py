@@ -18,7 +18,7 @@ def proxy_config(site: Site, certificate: str | None = None, key: str | None = N
     inv = site.inventory
     cert_path, key_path = certificate_paths(inv)
     return render("proxy/lighttpd.conf.j2", bind=inv.network.lan_vip, port=inv.proxy.port,
-                  pidfile=layout.PROXY_PIDFILE, certificate=certificate or cert_path, key=key or key_path,
+                  certificate=certificate or cert_path, key=key or key_path,
                   hsts_max_age=inv.proxy.hsts_max_age, backend_port=inv.manager.port,
                   redirect_http=inv.proxy.redirect_http)
 

@@ -88,3 +88,13 @@ def test_meta_data_is_answered_without_python(agent):
     result = subprocess.run(["env", "-i", "PATH=/usr/bin:/bin", str(shim), "meta-data"], capture_output=True,
                             text=True)
     assert result.returncode == 0 and '<resource-agent name="manager"' in result.stdout
+
+
+def test_start_waits_for_the_local_database_and_names_it_when_it_never_answers(agent):
+    _, config, run, tmp = agent
+    config.write_text(config.read_text() + '[database]\nbackend = "mysql"\nhost = "127.0.0.1"\n')
+    absent = tmp / "mysqld.sock"
+    result = run("start", OCF_RESKEY_database_socket=str(absent), OCF_RESKEY_CRM_meta_timeout="4000")
+    assert result.returncode == 1, result.stderr
+    assert f"ocf-exit-reason:the local MariaDB does not answer on {absent}" in result.stderr
+    assert not (tmp / "manager.pid").exists()  # the manager was never started against a missing database

@@ -67,3 +67,18 @@ def test_render_without_validation_writes_the_tree_and_manifest(secrets_env, tmp
 def test_version():
     result = invoke("--version")
     assert result.exit_code == 0 and result.stdout.startswith("appliance ")
+
+
+def test_serve_is_reached_without_loading_the_rest_of_the_command_line():
+    # Pacemaker starts `appliance serve` in every failover: the full CLI's imports are outage time.
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.argv = ['appliance', 'serve', '--help']\n"
+            "from appliance.main import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "assert 'appliance.cli' not in sys.modules and 'appliance.actions' not in sys.modules, sorted(sys.modules)\n"
+            "print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "--config" in result.stdout and result.stdout.endswith("ok\n"), \
+        result.stdout + result.stderr
