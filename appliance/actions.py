@@ -181,6 +181,9 @@ def run_drill(inventory: Path, fault: str, node: str | None, *, restore_after: b
             drill.restore(site, victim, inventory.parent, (site.inventory.network.lan_vip,
                                                            site.inventory.network.san_vip))
             runners = connect(site)
+        # The drill checked that no failure was recorded before it; those recorded now are its own.
+        holder = runners[result["survivor"]]
+        holder.run(["crm_resource", "--cleanup"], check=False, timeout=60)
         progress(f"restoring {victim.name} with appliance install")
         Installer(site, runners, progress=lambda m: None).run()
         from appliance.verify import verify

@@ -129,6 +129,7 @@ def drill(site: Site, runners: dict, fault: str, lab_dir: Path, *, node: str | N
     if fault not in FAULTS:
         raise ReportError([Report("API_REFUSED", f"unknown fault {fault!r}", value=fault)])
     inv = site.inventory
+    _require_healthy(runners)
     target = node or active_node(runners)
     token = runners[target].read(f"{inv.manager.state_dir}/admin.token") or \
         next(r.read(f"{inv.manager.state_dir}/admin.token") for r in runners.values())
@@ -165,7 +166,9 @@ def drill(site: Site, runners: dict, fault: str, lab_dir: Path, *, node: str | N
         seconds = round(streak - fault_at, 2) if streak is not None else None
     first = [t for t in writer.successes if failed_after and t > failed_after[0]]
     relapses = [f for f in failed_after if first and f > first[0]]
-    survivor = next(n for n in runners if n != target) if fault in ("kill-node", "cut-link") else target
+    # Lost means missing from the database the service now writes to: the node that holds the group.
+    candidates = {n: r for n, r in runners.items() if fault not in ("kill-node", "cut-link") or n != target}
+    survivor = _holder(candidates) or next(iter(candidates))
     listed = _names_on(runners[survivor], site)
     lost = [name for name in writer.acknowledged if name not in listed]
     os.unlink(cafile.name)
@@ -174,6 +177,30 @@ def drill(site: Site, runners: dict, fault: str, lab_dir: Path, *, node: str | N
             "failures_after_first_answer": len(relapses),
             "acknowledged_writes": len(writer.acknowledged), "acknowledged_writes_lost": len(lost),
             "lost": lost[:10]}
+
+
+def _require_healthy(runners: dict) -> None:
+    """A drill on a pair that is already degraded measures nothing; and the restore cleans up the
+    failures the drill causes, which must not hide older ones."""
+    state = cluster_state(next(iter(runners.values())))
+    stopped = sorted(rid for rid, r in state["resources"].items() if not r["nodes"])
+    failures = [f"{f['action']} on {f['node']}" for f in state.get("failures", [])]
+    if len(state["online"]) < len(runners) or stopped or failures or not state["resources"]:
+        raise ReportError([Report(
+            "PAIR_DEGRADED", f"the pair is not healthy before the drill: online {state['online']}, "
+            f"stopped {stopped}, failed actions {failures}", value=", ".join(stopped + failures) or None,
+            fix="run `appliance status`, follow docs/runbooks/failover.md, and drill a healthy pair")])
+
+
+def _holder(runners: dict) -> str | None:
+    for runner in runners.values():
+        try:
+            nodes = cluster_state(runner)["resources"].get("p_manager", {}).get("nodes", [])
+        except Exception:  # noqa: BLE001 (a node that cannot answer holds nothing we can read)
+            continue
+        if nodes:
+            return nodes[0]
+    return None
 
 
 def _steady_since(writer: Writer, fault_at: float) -> float | None:
@@ -188,6 +215,10 @@ def _steady_since(writer: Writer, fault_at: float) -> float | None:
 def _names_on(runner, site: Site) -> set[str]:
     """Every VM name in the survivor's database, read straight from MariaDB."""
     db = site.inventory.database.name
-    result = runner.run(["mariadb", "--batch", "--skip-column-names", "-e",
-                         f"SELECT name FROM `{db}`.vms"], timeout=60)
-    return set(result.stdout.split())
+    deadline = time.monotonic() + 60
+    while True:  # after kill-db the server may still be in crash recovery
+        result = runner.run(["mariadb", "--batch", "--skip-column-names", "-e",
+                             f"SELECT name FROM `{db}`.vms"], timeout=60, check=time.monotonic() > deadline)
+        if result.ok:
+            return set(result.stdout.split())
+        time.sleep(0.5)  # poll interval inside the deadline loop

@@ -94,6 +94,7 @@ CATALOGUE: dict[str, tuple[ExitCode, str]] = {
     "API_ERROR": (ExitCode.STEP_FAILED, "read the message: the manager refused the request"),
     "API_REFUSED": (ExitCode.INVALID_INPUT, "fix the request as the manager's message says"),
     "LAB_NOT_ROOT": (ExitCode.NOT_AVAILABLE, "run the lab as root: it creates namespaces, links and mounts"),
+    "PAIR_DEGRADED": (ExitCode.UNREACHABLE, "run `appliance status`; docs/runbooks/failover.md says what to do"),
     "WAIT_TIMEOUT": (ExitCode.STEP_FAILED, "the VMs did not reach the state in time; `appliance vm show` says why"),
 }
 

@@ -176,24 +176,43 @@ class MysqlDatabase(Database):
             try:
                 conn.ping(False)
             except pymysql.err.Error:
-                with self._lock:
-                    if conn in self._all:
-                        self._all.remove(conn)
-                self._local.conn = None
+                self._discard(conn)
                 conn = self._connection()
         self._local.used = now
         return conn
 
+    def _discard(self, conn: Any) -> None:
+        """Forget this thread's connection; the next transaction opens a new one."""
+        with self._lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        self._local.conn = None
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 (it is already broken; closing is a courtesy)
+            pass
+
     @contextmanager
     def transaction(self, readonly: bool = False) -> Iterator[Tx]:
+        import pymysql
+
         conn = self._live_connection()
         cursor = conn.cursor()
         try:
             yield Tx(self, cursor)
-        except BaseException:
-            conn.rollback()
+            conn.commit()
+        except BaseException as exc:
+            # A server that restarted (crash, failover behind the VIP) leaves this connection dead:
+            # busy threads never sit idle long enough for the ping above, so drop it here, or every
+            # later request on this thread fails too (the kill-db drill showed it).
+            gone = isinstance(exc, (pymysql.err.OperationalError, pymysql.err.InterfaceError))
+            try:
+                conn.rollback()
+            except pymysql.err.Error:
+                gone = True
+            if gone:
+                self._discard(conn)
             raise
-        conn.commit()
 
 
 @dataclass(frozen=True)

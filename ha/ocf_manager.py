@@ -31,8 +31,12 @@ PARAMETERS = (
                   "The node's own MariaDB, which the database floating address reaches while the manager runs "
                   "here: start waits for it, makes it writable and stop makes it read-only again. Empty: the "
                   "agent leaves databases alone.", default="/run/mysqld/mysqld.sock"),
+    ocf.Parameter("database_wait", "seconds to wait for the local MariaDB",
+                  "How long start waits for the local MariaDB to answer (a node that just booted) before it "
+                  "fails, so that Pacemaker moves the manager to the peer, whose database is a replica.",
+                  default="20"),
 )
-ACTIONS = (ocf.Action("start", "120s"), ocf.Action("stop", "120s"), ocf.Action("monitor", "20s", "15s", "0"),
+ACTIONS = (ocf.Action("start", "120s"), ocf.Action("stop", "120s"), ocf.Action("monitor", "20s", "5s", "0"),
            ocf.Action("validate-all", "20s"), ocf.Action("meta-data", "5s"))
 
 
@@ -81,6 +85,12 @@ def validate() -> int:
     except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
         ocf.exit_reason(f"config {config} is not valid: {exc}")
         return ocf.ERR_CONFIGURED
+    try:
+        if float(param("database_wait")) < 0:
+            raise ValueError
+    except ValueError:
+        ocf.exit_reason(f"database_wait={param('database_wait')!r} is not a number of seconds >= 0")
+        return ocf.ERR_CONFIGURED
     return ocf.SUCCESS
 
 
@@ -88,6 +98,11 @@ def monitor() -> int:
     pid = _pid()
     if pid is None:
         return ocf.NOT_RUNNING
+    if _manages_local_database() and not ocf.is_probe() and _sql("SELECT 1") is None:
+        # Its supervisor (systemd, mariadbd-safe) restarts a crashed server within seconds; one that
+        # stays down fails the start that follows, after database_wait, and the group moves.
+        ocf.exit_reason(f"the local MariaDB does not answer on {param('database_socket')}")
+        return ocf.ERR_GENERIC
     if _answers():
         _resume_semisync_when_peer_replicates()
         return ocf.SUCCESS
@@ -185,7 +200,7 @@ def start() -> int:
     if _pid() is not None:
         stop()  # a process that runs but does not answer is restarted cleanly
     deadline = time.monotonic() + ocf.action_timeout(120.0) - 2
-    if not _wait_for_local_database(deadline):
+    if not _wait_for_local_database(min(deadline, time.monotonic() + float(param("database_wait")))):
         ocf.exit_reason(f"the local MariaDB does not answer on {param('database_socket')}")
         return ocf.ERR_GENERIC
     _suspend_semisync_if_alone()

@@ -7,7 +7,8 @@ from appliance.core.runner import Secret
 from appliance.inventory.load import Site
 from appliance.templates import render
 
-from .model import FileSpec, RolePlan, Step, detached, node_plans, shell, text, wait_until
+from . import layout
+from .model import Check, FileSpec, RolePlan, Step, detached, node_plans, shell, text, wait_until
 
 NAME = "database"
 REQUIRES = ("base",)
@@ -53,15 +54,19 @@ def plan(site: Site) -> RolePlan:
                            unless=shell('[ "$(stat -c %U /var/log/mysql 2>/dev/null)" = mysql ] && '
                                         '[ "$(stat -c %U /run/mysqld 2>/dev/null)" = mysql ]'))
         if inv.lab.enabled:
-            # mariadb-admin shutdown returns once the server has exited; pgrep would see the other
-            # lab node's server (one PID namespace for the whole machine).
+            # No systemd in a lab node: our supervisor restarts a crashed server, like
+            # mariadb.service's Restart=on-abort (the kill-db drill). mariadb-admin shutdown returns
+            # once the server has exited, which also ends the supervisor.
+            files[node.name].append(FileSpec(layout.MARIADB_SUPERVISOR, text(render(
+                "database/mariadbd-supervise.sh.j2", burst=5, window=60)), mode=0o755, check=Check("shell")))
             server = [
                 directories,
                 Step("restart MariaDB with the replication settings",
                      shell('mariadb-admin --silent shutdown 2>/dev/null; '
-                           'setsid -f mariadbd --user=mysql >>/var/log/appliance/mariadbd.log 2>&1 </dev/null'),
+                           'setsid -f "$1" >>/var/log/appliance/mariadbd.log 2>&1 </dev/null',
+                           layout.MARIADB_SUPERVISOR),
                      after_change=(CONFIG,), why="the replication settings are read at start"),
-                Step("start MariaDB", detached("/var/log/appliance/mariadbd.log", "mariadbd", "--user=mysql"),
+                Step("start MariaDB", detached("/var/log/appliance/mariadbd.log", layout.MARIADB_SUPERVISOR),
                      unless=wait_until("mariadb-admin --silent ping", 30)),
             ]
         else:

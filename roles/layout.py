@@ -8,6 +8,7 @@ STATE = "/var/lib/appliance"
 INSTALL_PREFIX = "/opt/appliance"
 MANAGER_BIN = f"{INSTALL_PREFIX}/bin/appliance"
 AOE_WRAPPER = f"{LIB}/vblade-wrapper"
+MARIADB_SUPERVISOR = f"{LIB}/mariadbd-supervise"  # lab only: no systemd there
 PROXY_CONFIG = f"{ETC}/proxy/lighttpd.conf"
 PROXY_PIDFILE = f"{RUN_DIR}/proxy.pid"
 TLS_DIR = f"{ETC}/tls"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.lab.lab import inventory_text as lab_inventory_text
 from appliance.plan import plan_data, plan_text
 from appliance.inventory.secrets import Redactor
 from appliance.roles.registry import plan_site
@@ -15,6 +16,8 @@ VARIANTS = {
     "two-node": lambda text: text,
     "drbd84": lambda text: text.replace('version = "9"', 'version = "8.4"'),
     "heartbeat": lambda text: text.replace('stack = "corosync"', 'stack = "heartbeat"'),
+    # What `appliance lab up` writes: the files the lab really installs (no DRBD, a supervisor, ...).
+    "lab": lambda text: lab_inventory_text(Path("/tmp/appliance-lab")),
 }
 
 
