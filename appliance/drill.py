@@ -113,13 +113,12 @@ def inject(fault: str, node: lab.LabNode, lab_dir: Path, runner) -> None:
 
 
 def restore(site: Site, node: lab.LabNode, lab_dir: Path, vips: tuple[str, str]) -> None:
-    """Bring a killed or cut-off lab node back: links up, stale floating addresses gone, sshd back."""
+    """Bring a killed, cut-off or fenced lab node back: links up, stale floating addresses gone, sshd back."""
     for address in vips:
         for interface in ("lan0", "san0"):
             subprocess.run(["ip", "-n", node.netns, "addr", "del", f"{address}/24", "dev", interface],
                            capture_output=True)
-    for net in ("lan", "san"):
-        subprocess.run(["ip", "link", "set", node.veth(net), "up"], check=True)
+    lab.network_up()  # both ends of its links: fence_lab switched the node's own side off too
     lab.start_node(lab_dir, node)
     lab.wait_for_ssh(node)
 

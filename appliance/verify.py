@@ -77,6 +77,20 @@ def api_over_tls(site: Site, timeout: float = 5.0) -> tuple[bool, str]:
         return False, f"{url}: {exc}"
 
 
+def nfs_answers(site: Site, timeout: float = 10.0) -> tuple[bool, str]:
+    """List the export over NFSv4 from here, with libnfs (no kernel NFS client needed)."""
+    import subprocess
+
+    inv = site.inventory
+    url = f"nfs://{inv.network.san_vip}{inv.nfs.export}?version=4"
+    try:
+        result = subprocess.run(["nfs-ls", url], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"{url}: {exc}"
+    return result.returncode == 0, f"{url}: " + ("listed" if result.returncode == 0 else
+                                                 (result.stderr or result.stdout).strip()[-200:])
+
+
 def verify(site: Site, runners: dict[str, Runner], wait: float = 90.0) -> Health:
     """Wait (up to `wait` s) for the pair to settle, then report every check."""
     inv = site.inventory
@@ -105,6 +119,9 @@ def verify(site: Site, runners: dict[str, Runner], wait: float = 90.0) -> Health
                        f"from {repl['source']}, lag {repl['lag']} s {repl['error']}")
         ok, detail = api_over_tls(site)
         health.add("API answers through TLS on the LAN floating address", ok, detail)
+        if inv.lab.enabled:  # the installer sits on the lab's SAN, among the export's clients
+            ok, detail = nfs_answers(site)
+            health.add("NFSv4 export answers on the SAN floating address", ok, detail)
         if health.ok or time.monotonic() > deadline:
             return health
         time.sleep(1)  # poll interval inside the deadline loop

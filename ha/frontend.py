@@ -61,6 +61,9 @@ class FrontendSpec:
     # or exports; the AoE export serves a file. Everything else is the production design.
     replicated_storage: bool = True
     dc_deadtime: str | None = None
+    # The lab's NFSv4 export: nfs-ganesha from userspace, bound to the SAN floating address.
+    userspace_nfs_config: str | None = None
+    userspace_nfs_pidfiles: tuple[str, str] = ("", "")  # (the agent's, ganesha's own)
 
 
 GROUP = "g_frontend"
@@ -119,6 +122,16 @@ def frontend_group(s: FrontendSpec) -> Group:
                          "binary": s.aoe_binary}),
                   ops=_monitored("20s", "20s")),
     ]
+    if s.userspace_nfs_config:
+        # Two pid files: the agent writes its own, ganesha its own (-p); one file with two writers
+        # raced and failed a start (seen with lighttpd).
+        agent_pidfile, ganesha_pidfile = s.userspace_nfs_pidfiles
+        members.append(Primitive(
+            "p_nfs", "ocf", "anything", "heartbeat",
+            pairs({"binfile": "/usr/bin/ganesha.nfsd", "pidfile": agent_pidfile,
+                   "cmdline_options": f"-F -f {s.userspace_nfs_config} -L /var/log/appliance/ganesha.log "
+                                      f"-p {ganesha_pidfile} -N NIV_EVENT"}),
+            ops=_monitored("10s", "20s")))
     # priority: with priority-fencing-delay, the node running the group wins a fence race.
     return Group(GROUP, tuple(members), meta=pairs({"priority": 10}))
 

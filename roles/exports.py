@@ -27,7 +27,14 @@ def plan(site: Site) -> RolePlan:
         device = layout.LAB_AOE_FILE
         steps = [Step("create the lab's AoE backing file", shell('mkdir -p "$(dirname "$1")" && truncate -s 64M "$1"',
                                                                   device), unless=("test", "-e", device),
-                      why="lab: AoE exports a file where production exports the DRBD device")]
+                      why="lab: AoE exports a file where production exports the DRBD device"),
+                 Step("create the NFS export and ganesha's state directories",
+                      ("install", "-d", "-m", "0755", inv.nfs.export, layout.NFS_RECOVERY),
+                      unless=shell('test -d "$1" && test -d "$2"', inv.nfs.export, layout.NFS_RECOVERY),
+                      why="lab: nfs-ganesha serves the export (no kernel NFS server)")]
+        files.append(FileSpec(layout.NFS_CONFIG, text(nfs.ganesha_config(
+            inv.nfs.export, tuple(inv.nfs_clients), tuple(inv.nfs.options), inv.nfs.fsid, inv.network.san_vip,
+            inv.idmap_domain, layout.NFS_RECOVERY))))
     if inv.cluster.stack == "heartbeat":
         files += [
             FileSpec("/etc/exports.d/appliance.exports",

@@ -72,6 +72,8 @@ def frontend_spec(site: Site) -> FrontendSpec:
         fence_devices=fence,
         replicated_storage=not inv.lab.enabled,
         dc_deadtime="5s" if inv.lab.enabled else None,
+        userspace_nfs_config=layout.NFS_CONFIG if inv.lab.enabled else None,
+        userspace_nfs_pidfiles=(layout.NFS_PIDFILE, layout.GANESHA_PIDFILE),
     )
 
 

@@ -9,6 +9,7 @@ pacemaker pacemaker-cli-utils corosync resource-agents fence-agents vblade libxm
 drbd-utils lvm2 lighttpd lighttpd-mod-openssl openssl
 util-linux iproute2 openssh-client openssh-server bash procps
 qemu-utils mariadb-server
+nfs-ganesha nfs-ganesha-vfs libnfs-utils
 libvirt-dev pkg-config gcc python3-dev
 "
 
@@ -29,7 +30,14 @@ if [ "$(id -u)" -ne 0 ]; then
 else
     SUDO=
 fi
-# Package scripts must not start services on a build machine.
+# Package scripts must not start services on a build machine (nfs-ganesha, lighttpd, mariadb
+# would bind ports the lab and the tests need): policy-rc.d says no while we install.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\n# appliance install-deps: no service starts during package installation\nexit 101\n' |
+        $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 0755 /usr/sbin/policy-rc.d
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
 # shellcheck disable=SC2086
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing

@@ -33,7 +33,10 @@ def main(directory: str) -> int:
         upper, work = node / "upper" / key, node / "work" / key
         upper.mkdir(parents=True, exist_ok=True)
         work.mkdir(parents=True, exist_ok=True)
-        run("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={upper},workdir={work}", lower)
+        options = f"lowerdir={lower},upperdir={upper},workdir={work}"
+        if lower == "/srv":  # the NFS export lives here: nfs-ganesha needs file handles (index + nfs_export)
+            options += ",index=on,nfs_export=on"
+        run("mount", "-t", "overlay", "overlay", "-o", options, lower)
     for path in ("/run/sshd", "/run/crm", "/run/resource-agents", "/run/mysqld", "/run/appliance", "/run/lock"):
         os.makedirs(path, exist_ok=True)
     os.chmod("/run/sshd", 0o755)

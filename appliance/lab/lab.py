@@ -26,6 +26,9 @@ from appliance.runner.atomic import atomic_write
 DEFAULT_DIR = Path(os.environ.get("APPLIANCE_LAB_DIR", "/tmp/appliance-lab"))
 LAN, SAN = "10.251.0", "10.250.0"
 BRIDGES = {"apl-lan": f"{LAN}.254", "apl-san": f"{SAN}.254"}
+# The lab's power switch (appliance.lab.fence), where Pacemaker's fenced looks for agents.
+FENCE_AGENT = Path("/usr/sbin/fence_lab")
+FENCE_AGENT_HEADER = "# Managed by appliance lab: the lab's power switch (appliance.lab.fence)."
 
 
 @dataclass(frozen=True)
@@ -188,10 +191,10 @@ disks = {{ metadata = "/dev/lab-meta", cloud = "/dev/lab-cloud", vmdata = "/dev/
 """ for n in NODES)
     devices = "\n".join(f"""
 [[fencing.devices]]
-name = "dummy-cc{n.index:02d}"
-agent = "fence_dummy"
+name = "switch-cc{n.index:02d}"
+agent = "fence_lab"
 node = "{n.name}"
-params = {{ type = "file", status_file = "/run/appliance/fence-dummy.status" }}
+params = {{ lab_dir = "{lab}", pdu = "{LAN}.254" }}
 """ for n in NODES)
     return f"""# Written by `appliance lab up`: the local lab as an inventory.
 secrets_file = "lab.secrets.toml"
@@ -217,6 +220,28 @@ enabled = true
 {devices}"""
 
 
+def _install_fence_agent() -> None:
+    if FENCE_AGENT.exists() and FENCE_AGENT_HEADER not in FENCE_AGENT.read_text(errors="replace"):
+        raise ReportError([Report("OUTPUT_NOT_EMPTY", f"{FENCE_AGENT} exists and is not the lab's", value=str(FENCE_AGENT),
+                                  fix="move it away: the lab installs its own fence agent under that name")])
+    from appliance.lab.fence import metadata
+
+    # Meta-data is answered here, without Python: Pacemaker's controller asks as hacluster, who
+    # may not reach the installer's interpreter. Options arrive on stdin; the shim passes them on.
+    shim = (f"#!/bin/sh\n{FENCE_AGENT_HEADER}\n"
+            'if [ -t 0 ]; then input=""; else input=$(cat); fi\n'
+            'case " $* " in *" metadata "*|*"=metadata "*) asked=1 ;; *) asked=0 ;; esac\n'
+            'if [ "$asked" = 1 ] || printf "%s\\n" "$input" | grep -qx "action=metadata"; then\n'
+            f"    cat <<'FENCE_LAB_METADATA_END'\n{metadata()}FENCE_LAB_METADATA_END\n    exit 0\nfi\n"
+            f'printf "%s\\n" "$input" | exec {sys.executable} -m appliance.lab.fence "$@"\n')
+    atomic_write(FENCE_AGENT, shim.encode(), 0o755)
+
+
+def _netns_id(node: LabNode) -> str:
+    """What /proc/PID/ns/net reads for the node's processes: how fence_lab finds them."""
+    return f"net:[{os.stat(f'/run/netns/{node.netns}').st_ino}]"
+
+
 def up(lab: Path = DEFAULT_DIR, token: int = 3000) -> dict:
     """Create (or complete) the lab. Idempotent."""
     _require_root()
@@ -224,11 +249,13 @@ def up(lab: Path = DEFAULT_DIR, token: int = 3000) -> dict:
     _keygen(lab / "client_key")
     shutil.copyfile(lab / "client_key.pub", lab / "authorized_keys")
     network_up()
+    _install_fence_agent()
     known = []
     for node in NODES:
         node_dir = lab / node.name
         node_dir.mkdir(exist_ok=True)
         (node_dir / "hostname").write_text(node.name + "\n")
+        (node_dir / "netns.id").write_text(_netns_id(node) + "\n")
         _keygen(node_dir / "ssh_host_ed25519_key")
         atomic_write(node_dir / "sshd_config", _sshd_config(lab, node_dir).encode(), 0o600)
         key = (node_dir / "ssh_host_ed25519_key.pub").read_text().split()
@@ -268,6 +295,9 @@ def down(lab: Path = DEFAULT_DIR) -> list[str]:
     while any(node_pids(n) for n in NODES) and time.monotonic() < deadline:
         time.sleep(0.1)  # poll interval inside the deadline loop: the kernel reaps them
     removed += network_down()
+    if FENCE_AGENT.exists() and FENCE_AGENT_HEADER in FENCE_AGENT.read_text(errors="replace"):
+        FENCE_AGENT.unlink()
+        removed.append(str(FENCE_AGENT))
     if lab.exists():
         shutil.rmtree(lab)
         removed.append(str(lab))

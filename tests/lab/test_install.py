@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,16 @@ def test_second_install_changes_nothing(installed):
     assert fingerprint(directory) == before
 
 
+def test_the_nfs_export_serves_files_on_the_san_floating_address(installed, tmp_path):
+    require_tool("nfs-cp", "nfs-cat")
+    source = tmp_path / "probe.txt"
+    source.write_text("written over NFSv4\n")
+    url = "nfs://10.250.0.100/srv/cloud/one/probe.txt?version=4"
+    subprocess.run(["nfs-cp", str(source), url], check=True, capture_output=True, timeout=30)
+    read = subprocess.run(["nfs-cat", url], check=True, capture_output=True, text=True, timeout=30)
+    assert read.stdout == "written over NFSv4\n"
+
+
 def test_live_check_reports_and_changes_nothing(installed):
     directory, _ = installed
     inventory = directory / "lab.toml"
@@ -94,6 +105,58 @@ def test_kill_node_fails_over_without_losing_acknowledged_writes(installed):
     assert result["seconds_until_api_answers"] is not None
     assert result["acknowledged_writes"] > 10 and result["acknowledged_writes_lost"] == 0
     assert all(check["ok"] for check in result["after_restore"]), result["after_restore"]
+    # The survivor stopped waiting for its dead peer's acknowledgements during the takeover; with
+    # the peer back, semi-synchronous replication is on again on both (the manager's monitor).
+    deadline = time.monotonic() + 60
+    while True:
+        enabled = [node_shell(directory, n, "mariadb -N -e 'SELECT @@rpl_semi_sync_master_enabled'").strip()
+                   for n in lab.NODES]
+        if enabled == ["1", "1"] or time.monotonic() > deadline:
+            break
+        time.sleep(1)  # poll interval inside the deadline loop
+    assert enabled == ["1", "1"]
+
+
+@pytest.mark.parametrize("fault", ["cut-link", "kill-manager", "kill-db"])
+def test_every_drill_recovers_without_losing_acknowledged_writes(installed, fault):
+    directory, _ = installed
+    code, result = cli("drill", fault, "-i", str(directory / "lab.toml"))
+    assert code == 0, result
+    assert result["seconds_until_api_answers"] is not None and result["failures_after_first_answer"] == 0
+    assert result["acknowledged_writes"] > 10 and result["acknowledged_writes_lost"] == 0
+    if fault == "cut-link":  # the cut-off node was switched off by its peer: the service moved
+        assert result["survivor"] != result["node"]
+    assert all(check["ok"] for check in result["after_restore"]), result["after_restore"]
+
+
+def node_shell(directory: Path, node: lab.LabNode, script: str) -> str:
+    pid = (directory / node.name / "anchor.pid").read_text().strip()
+    return subprocess.run(["nsenter", "-t", pid, "-n", "-m", "-u", "sh", "-c", script], capture_output=True,
+                          text=True, check=True).stdout
+
+
+def test_a_failing_step_names_node_and_step_and_what_was_applied_before(installed):
+    directory, _ = installed
+    inventory = directory / "lab.toml"
+    text = inventory.read_text()
+    node_shell(directory, lab.NODES[1], "touch /srv/not-a-directory")  # where cloud-cc02's new state dir must go
+    inventory.write_text(text + '\n[manager]\nstate_dir = "/srv/not-a-directory/state"\n')
+    try:
+        code, document = cli("install", "-i", str(inventory), check=False)
+        assert code == 5, document
+        [report] = document["reports"]
+        assert (report["code"], report["host"], report["value"]) == \
+            ("COMMAND_FAILED", "cloud-cc02", "create the state directory")
+        applied = report["payload"]["applied_before"]
+        assert "cloud-cc01: file /etc/appliance/manager.toml" in applied
+        assert "cloud-cc02: file /etc/appliance/manager.toml" in applied
+        assert not any("resources" in a or "CIB" in a for a in applied)  # nothing after the failure ran
+    finally:
+        inventory.write_text(text)
+        node_shell(directory, lab.NODES[1], "rm -f /srv/not-a-directory")
+    _, again = cli("install", "-i", str(inventory))  # the operator fixes the cause and runs it again
+    assert again["ok"] and "cloud-cc01: file /etc/appliance/manager.toml" in \
+        [f"{c['node']}: {c['what']}" for c in again["changed"]]
 
 
 def test_an_unreachable_node_is_named_and_nothing_is_changed(installed):

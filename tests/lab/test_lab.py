@@ -64,6 +64,7 @@ def test_lab_down_removes_what_up_made_and_nothing_else(lab_dir):
         links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
         assert "appliance-cloud-cc" not in namespaces and "not-the-labs" in namespaces
         assert "apl-" not in links and not lab_dir.exists()
+        assert not lab.FENCE_AGENT.exists()
     finally:
         subprocess.run(["ip", "netns", "del", "not-the-labs"])
 
@@ -80,3 +81,28 @@ def test_a_changed_host_key_is_refused(lab_dir):
     with pytest.raises(ReportError) as error:
         runner(lab_dir, node).run(["true"])
     assert [(r.code, r.host) for r in error.value.reports] == [("HOST_KEY_CHANGED", node.name)]
+
+
+def fence(node_from: lab.LabNode, directory: Path, action: str, target: str) -> subprocess.CompletedProcess:
+    """Run the power switch the way Pacemaker's fenced does: inside a node, options on stdin."""
+    anchor = (directory / node_from.name / "anchor.pid").read_text().strip()
+    return subprocess.run(["nsenter", "-t", anchor, "-n", "-m", "-u", str(lab.FENCE_AGENT)],
+                          input=f"action={action}\nport={target}\nlab_dir={directory}\npdu={lab.LAN}.254\n",
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_power_switch_really_switches_a_node_off_and_a_cut_off_node_cannot_use_it(lab_dir):
+    lab.up(lab_dir)
+    one, two = lab.NODES
+    assert fence(one, lab_dir, "status", two.name).returncode == 0  # on
+    for net in ("lan", "san"):  # cut cloud-cc01 off: it can no longer reach the switch
+        subprocess.run(["ip", "link", "set", one.veth(net), "down"], check=True)
+    cut_off = fence(one, lab_dir, "off", two.name)
+    assert cut_off.returncode == 1 and "does not answer" in cut_off.stderr
+    assert lab.node_pids(two)  # cloud-cc02 still runs
+    switched = fence(two, lab_dir, "reboot", one.name)
+    assert switched.returncode == 0, switched.stderr
+    assert lab.node_pids(one) == []  # every process of cloud-cc01 is gone: sshd, anchor, all
+    inner = subprocess.run(["ip", "-n", one.netns, "-o", "link", "show", "lan0"], capture_output=True, text=True)
+    assert "state DOWN" in inner.stdout or ",UP" not in inner.stdout  # and its side of the links is off
+    assert fence(two, lab_dir, "status", one.name).returncode == 2  # off
