@@ -8,7 +8,7 @@ EXAMPLE := examples/two-node.toml
 DEMO_OUT := out/demo
 LAB := /tmp/appliance-lab-demo
 
-.PHONY: demo test deps venv clean
+.PHONY: demo test deps venv clean wheelhouse
 
 deps: .stamp-deb venv
 
@@ -45,6 +45,13 @@ demo: deps
 
 test: deps
 	$(BIN)/pytest -q
+
+# What `appliance install` ships to production nodes ([manager] wheelhouse in the inventory): the
+# appliance's wheel and every dependency's, so the nodes install with no package index.
+wheelhouse: venv
+	rm -rf dist/wheelhouse
+	$(BIN)/pip wheel --quiet -w dist/wheelhouse .
+	@ls dist/wheelhouse
 
 clean:
 	rm -rf $(VENV) out .stamp-deb .pytest_cache .hypothesis

@@ -139,6 +139,15 @@ def connect(site: Site, trust_new_host_keys: bool = False) -> dict:
     return runners
 
 
+def require_wheelhouse(site: Site) -> None:
+    """Production nodes get the operator's own wheelhouse: refuse before anything is touched."""
+    if not site.inventory.lab.enabled and not site.inventory.manager.wheelhouse:
+        raise ReportError([Report("INVENTORY_MISSING_FIELD", "[manager] wheelhouse is not set: the nodes need "
+                                  "the appliance package, and nothing installs it by name from an index",
+                                  path="manager.wheelhouse", fix="run `make wheelhouse` and set [manager] "
+                                  "wheelhouse to the directory it wrote (relative to the inventory)")])
+
+
 def install(inventory: Path, secrets: Path | None, *, check: bool, trust_new_host_keys: bool = False,
             progress=lambda message: None) -> dict:
     """Plan against the live nodes, apply what differs (unless check), then verify the pair."""
@@ -146,6 +155,8 @@ def install(inventory: Path, secrets: Path | None, *, check: bool, trust_new_hos
     from appliance.verify import verify
 
     site = load_site(inventory, secrets, require_secrets=True)
+    if not check:
+        require_wheelhouse(site)
     _plans(site)  # the leak guard, before anything is sent anywhere
     runners = connect(site, trust_new_host_keys)
     progress(f"connected to {', '.join(runners)}; {'checking' if check else 'applying'}")

@@ -106,8 +106,14 @@ class Installer:
 
     # -- files -------------------------------------------------------------------------------------
     def _file(self, role: str, node: str, runner: Runner, spec: FileSpec) -> bool:
-        current = runner.read(spec.path)
         desired = spec.content
+        if spec.by_digest:
+            # A wheel is megabytes: reading it back on every run would dominate a second install.
+            listed = runner.run(["sha256sum", spec.path], check=False)
+            same = listed.ok and listed.stdout.split()[:1] == [hashlib.sha256(desired).hexdigest()]
+            current = desired if same else (b"" if listed.ok else None)
+        else:
+            current = runner.read(spec.path)
         if spec.block:
             desired = with_block((current or b"").decode(), spec.content.decode()).encode()
         mode_now = None

@@ -7,6 +7,7 @@ RUN_DIR = "/run/appliance"
 STATE = "/var/lib/appliance"
 INSTALL_PREFIX = "/opt/appliance"
 MANAGER_BIN = f"{INSTALL_PREFIX}/bin/appliance"
+WHEEL_DIR = "/var/cache/appliance"
 AOE_WRAPPER = f"{LIB}/vblade-wrapper"
 MARIADB_SUPERVISOR = f"{LIB}/mariadbd-supervise"  # lab only: no systemd there
 PROXY_CONFIG = f"{ETC}/proxy/lighttpd.conf"

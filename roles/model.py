@@ -34,6 +34,7 @@ class FileSpec:
     secret: bool = False  # holds a secret: mode must be 0600 or stricter, content never shown
     check: Check | None = None
     block: bool = False  # a managed block inside a file the system owns (e.g. /etc/hosts)
+    by_digest: bool = False  # large: compare the node's sha256sum instead of reading the file back
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/"):

@@ -130,6 +130,9 @@ class Manager(_Model):
     user: Identifier = "appliance"
     config: AbsPath = "/etc/appliance/manager.toml"
     state_dir: AbsPath = "/srv/cloud/one/var"
+    # A directory of wheels, the appliance's and all its dependencies' (`make wheelhouse`), relative
+    # to the inventory. The nodes install from it into /opt/appliance with no package index at all.
+    wheelhouse: SafeText | None = None
 
 
 class Tls(_Model):

@@ -82,3 +82,32 @@ def test_serve_is_reached_without_loading_the_rest_of_the_command_line():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "--config" in result.stdout and result.stdout.endswith("ok\n"), \
         result.stdout + result.stderr
+
+
+def test_production_install_refuses_without_a_wheel_before_contacting_anyone(tmp_path, secrets_env, no_contact):
+    import pytest
+
+    from appliance import actions
+    from appliance.reports import ReportError
+    from tests.conftest import EXAMPLE
+
+    inventory = tmp_path / "two-node.toml"
+    inventory.write_text(EXAMPLE.read_text())
+    with pytest.raises(ReportError) as error:
+        actions.install(inventory, None, check=False)
+    assert [(r.code, r.path) for r in error.value.reports] == [("INVENTORY_MISSING_FIELD", "manager.wheelhouse")]
+
+
+def test_a_wheelhouse_that_is_not_there_is_named_in_the_plan(tmp_path):
+    import pytest
+
+    from appliance.reports import ReportError
+    from appliance.roles.registry import plan_site
+    from tests.conftest import EXAMPLE, load_test_site
+
+    inventory = tmp_path / "two-node.toml"
+    inventory.write_text(EXAMPLE.read_text().replace("[manager]\n", '[manager]\nwheelhouse = "dist/nope"\n'))
+    with pytest.raises(ReportError) as error:
+        plan_site(load_test_site(inventory))
+    assert [(r.code, r.path, r.value) for r in error.value.reports] == \
+        [("INVENTORY_UNREADABLE", "manager.wheelhouse", "dist/nope")]
