@@ -2,8 +2,9 @@
 
 Seed (002) -> here:
 * stonith-enabled=false, no-quorum-policy=ignore -> fencing on with one device per node, corosync
-  `two_node` (wait_for_all) and the default no-quorum-policy=stop; `priority-fencing-delay` lets the
-  node that runs the services win a fence race.
+  `two_node` (wait_for_all) and the default no-quorum-policy=stop; `priority-fencing-delay` (off
+  by default: it delays every real failover by its value) lets the node that runs the services win
+  a fence race.
 * `ms` Master/Slave -> promotable clones, Promoted role.
 * `property default-resource-stickiness` -> rsc_defaults resource-stickiness.
 * lsb:one / lsb:lighttpd -> ocf:appliance:manager and ocf:heartbeat:anything running our own lighttpd
