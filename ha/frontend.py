@@ -68,6 +68,7 @@ class FrontendSpec:
 
 
 GROUP = "g_frontend"
+EXPORTS_GROUP = "g_exports"
 
 
 def drbd_clone(resource: str, primitive_id: str, clone_id: str) -> Clone:
@@ -104,7 +105,9 @@ def frontend_group(s: FrontendSpec) -> Group:
             pairs({"clientspec": client, "directory": s.export_dir, "options": s.export_options,
                    "fsid": s.export_fsid, "unlock_on_stop": True, "wait_for_leasetime_on_stop": False}),
             ops=_monitored("30s", "40s")))
-    # What the API needs starts first (addresses, manager, proxy); the AoE export follows.
+    # What the API needs: its addresses, the manager, the proxy in front of it. The proxy starts
+    # once the manager answers: started first, it answered 503 for up to a second after the manager
+    # was up (lighttpd holds a refusing backend down for a while), measured in the lab.
     members += [
         Primitive("p_ip_san", "ocf", "IPaddr2", "heartbeat",
                   pairs({"ip": s.san_vip, "cidr_netmask": s.san_prefix, "nic": s.san_nic}),
@@ -118,11 +121,20 @@ def frontend_group(s: FrontendSpec) -> Group:
                   pairs({"binfile": "/usr/sbin/lighttpd", "cmdline_options": f"-D -f {s.proxy_config}",
                          "pidfile": s.proxy_pidfile}),
                   ops=_monitored("5s", "20s")),
-        Primitive("p_aoe_data", "ocf", "AoEtarget", "heartbeat",
-                  pairs({"device": s.vmdata_device, "nic": s.san_nic, "shelf": s.aoe_shelf, "slot": s.aoe_slot,
-                         "binary": s.aoe_binary}),
-                  ops=_monitored("20s", "20s")),
     ]
+    # priority: with priority-fencing-delay, the node running the group wins a fence race.
+    return Group(GROUP, tuple(members), meta=pairs({"priority": 10}))
+
+
+def exports_group(s: FrontendSpec) -> Group:
+    """The exports the hypervisors use, apart from the API's group: a group restarts every member
+    after the one that failed, so in one group a crashed manager also cut the VMs' AoE storage for
+    a few seconds (and the lab's NFS). Here they only follow the SAN address (and, in production,
+    the promoted DRBD data device), and start beside the manager during a failover."""
+    members = [Primitive("p_aoe_data", "ocf", "AoEtarget", "heartbeat",
+                         pairs({"device": s.vmdata_device, "nic": s.san_nic, "shelf": s.aoe_shelf,
+                                "slot": s.aoe_slot, "binary": s.aoe_binary}),
+                         ops=_monitored("20s", "20s"))]
     if s.userspace_nfs_config:
         # Two pid files: the agent writes its own, ganesha its own (-p); one file with two writers
         # raced and failed a start (seen with lighttpd).
@@ -133,8 +145,7 @@ def frontend_group(s: FrontendSpec) -> Group:
                    "cmdline_options": f"-F -f {s.userspace_nfs_config} -L /var/log/appliance/ganesha.log "
                                       f"-p {ganesha_pidfile} -N NIV_EVENT"}),
             ops=_monitored("10s", "20s")))
-    # priority: with priority-fencing-delay, the node running the group wins a fence race.
-    return Group(GROUP, tuple(members), meta=pairs({"priority": 10}))
+    return Group(EXPORTS_GROUP, tuple(members))
 
 
 def fence_primitive(device: FenceSpec) -> Primitive:
@@ -146,18 +157,24 @@ def fence_primitive(device: FenceSpec) -> Primitive:
 
 def frontend_cib(s: FrontendSpec) -> Cib:
     """The whole desired configuration. Pure: same spec in, same CIB out."""
-    group = frontend_group(s)
-    constraints: list = [Location("loc_frontend_prefers_" + s.preferred, GROUP, s.preferred, "100")]
-    resources: list = [group]
+    group, exports = frontend_group(s), exports_group(s)
+    constraints: list = [
+        Location("loc_frontend_prefers_" + s.preferred, GROUP, s.preferred, "100"),
+        Colocation("col_exports_with_san_ip", EXPORTS_GROUP, "p_ip_san"),
+        Order("ord_san_ip_before_exports", "p_ip_san", EXPORTS_GROUP),
+    ]
+    resources: list = [group, exports]
     if s.replicated_storage:
         clone_one = drbd_clone(s.cloud_resource, "p_drbd_one", "ms_drbd_one")
         clone_data = drbd_clone(s.vmdata_resource, "p_drbd_data", "ms_drbd_data")
-        resources = [clone_one, clone_data, group]
+        resources = [clone_one, clone_data, group, exports]
         constraints = [
+            # The frontend group pins both promotions to its node; the exports follow it there.
             Colocation("col_frontend_on_drbd_one", GROUP, clone_one.id, with_rsc_role="Promoted"),
             Colocation("col_frontend_on_drbd_data", GROUP, clone_data.id, with_rsc_role="Promoted"),
+            Colocation("col_exports_on_drbd_data", EXPORTS_GROUP, clone_data.id, with_rsc_role="Promoted"),
             Order("ord_drbd_one_before_frontend", clone_one.id, GROUP, first_action="promote"),
-            Order("ord_drbd_data_before_frontend", clone_data.id, GROUP, first_action="promote"),
+            Order("ord_drbd_data_before_exports", clone_data.id, EXPORTS_GROUP, first_action="promote"),
         ] + constraints
     properties = {"cluster-name": s.cluster_name, "stonith-enabled": s.fencing_enabled,
                   "no-quorum-policy": "stop"}

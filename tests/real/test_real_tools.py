@@ -63,6 +63,7 @@ def test_crm_verify_rejects_a_dangling_reference(tmp_path):
 
 
 MEMBERS = ["p_fs_one", "p_nfsserver", "p_export_1", "p_ip_san", "p_ip_lan", "p_manager", "p_proxy", "p_aoe_data"]
+EXPORTS = ["p_aoe_data"]
 
 
 def preview_for(failed: str, tmp_path: Path, update_golden: bool):
@@ -98,6 +99,25 @@ def test_passive_node_failure_fences_it_and_moves_nothing(tmp_path, update_golde
     assert not any(m in preview.transition for m in MEMBERS)  # the group is not touched
     assert "Promote" not in preview.transition
     assert started_on(preview, "cloud-cc01") == MEMBERS
+
+
+def test_a_crashed_manager_restarts_in_place_and_leaves_the_exports_alone(tmp_path):
+    """Pacemaker's own scheduler on a failed manager monitor: VM storage (AoE) must not blink."""
+    require_tool("crm_simulate", "crm_attribute")
+    from appliance.ha import simulate
+
+    cluster = role(load_test_site(), "resources").nodes[0]
+    cib_file = tmp_path / "cib.xml"
+    cib_file.write_bytes(cluster.files[0].content)
+    runner = LocalRunner()
+    steady = simulate.steady_state(runner, str(cib_file), str(tmp_path), ("cloud-cc01", "cloud-cc02"),
+                                   ("p_drbd_one", "p_drbd_data"))
+    result = runner.run(["crm_simulate", "--xml-file", steady, "--simulate",
+                         "--op-inject", "p_manager_monitor_5000@cloud-cc01=7"])
+    summary = result.stdout.split("Transition Summary:")[1].split("Executing Cluster Transition:")[0]
+    assert re.search(r"Recover\s+p_manager\s+\(\s*cloud-cc01\s*\)", summary), summary
+    untouched = EXPORTS + ["p_ip_san", "p_ip_lan", "p_fs_one", "p_nfsserver"]
+    assert not any(member in summary for member in untouched), summary
 
 
 # --- DRBD: drbdadm dump (9 syntax) and drbdadm-84 dump (8.4 syntax) ------------------------------

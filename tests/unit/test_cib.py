@@ -25,13 +25,15 @@ def test_fencing_is_on_with_a_device_per_node_that_never_runs_on_its_target():
     assert avoid == {("st_ipmi-cc01", "cloud-cc01"), ("st_ipmi-cc02", "cloud-cc02")}
 
 
-def test_group_follows_both_promoted_drbd_clones_and_starts_after_promotion():
+def test_group_follows_both_promoted_drbd_clones_and_the_exports_follow_the_group():
     cib = example_cib()
     colocations = {(c.rsc, c.with_rsc, c.with_rsc_role) for c in cib.constraints if isinstance(c, Colocation)}
-    assert colocations == {("g_frontend", "ms_drbd_one", "Promoted"), ("g_frontend", "ms_drbd_data", "Promoted")}
+    assert colocations == {("g_frontend", "ms_drbd_one", "Promoted"), ("g_frontend", "ms_drbd_data", "Promoted"),
+                           ("g_exports", "ms_drbd_data", "Promoted"), ("g_exports", "p_ip_san", None)}
     orders = {(c.first, c.first_action, c.then, c.then_action) for c in cib.constraints if isinstance(c, Order)}
     assert orders == {("ms_drbd_one", "promote", "g_frontend", "start"),
-                      ("ms_drbd_data", "promote", "g_frontend", "start")}
+                      ("ms_drbd_data", "promote", "g_exports", "start"),
+                      ("p_ip_san", "start", "g_exports", "start")}
 
 
 def test_group_order_mounts_before_exporting_and_addresses_before_services():
