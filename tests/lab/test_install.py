@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from appliance.lab import lab
-from tests.conftest import ROOT, in_ci, require_tool
+from tests.conftest import in_ci, require_tool
 
 BIN = Path(sys.executable).with_name("appliance")
 
@@ -157,35 +157,6 @@ def test_a_failing_step_names_node_and_step_and_what_was_applied_before(installe
     _, again = cli("install", "-i", str(inventory))  # the operator fixes the cause and runs it again
     assert again["ok"] and "cloud-cc01: file /etc/appliance/manager.toml" in \
         [f"{c['node']}: {c['what']}" for c in again["changed"]]
-
-
-def test_a_wheelhouse_installs_the_manager_on_the_nodes_without_a_package_index(installed, tmp_path_factory):
-    """The production path: the operator's wheels shipped over SSH, installed with --no-index."""
-    directory, _ = installed
-    house = tmp_path_factory.mktemp("wheelhouse")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "-w", str(house), str(ROOT)], check=True,
-                   capture_output=True, timeout=1200)
-    inventory = directory / "lab.toml"
-    text = inventory.read_text()
-    inventory.write_text(text + f'\n[manager]\nwheelhouse = "{house}"\n')
-    try:
-        _, first = cli("install", "-i", str(inventory))
-        assert first["ok"], first.get("verify")
-        assert any(c["what"].startswith("install appliance") for c in first["changed"])
-        for node in lab.NODES:
-            where = node_shell(directory, node, "test ! -L /opt/appliance && /opt/appliance/bin/appliance --version "
-                               "&& /opt/appliance/bin/python -c 'import appliance; print(appliance.__file__)'")
-            version, module = where.splitlines()
-            assert version == "appliance 0.1.0" and module.startswith("/opt/appliance/lib/"), where
-        _, second = cli("install", "-i", str(inventory))
-        assert second["changed"] == [] and second["ok"]  # wheels compared by digest, nothing sent again
-        code, drill = cli("drill", "kill-manager", "-i", str(inventory))  # Pacemaker restarts it from there
-        assert code == 0 and drill["acknowledged_writes_lost"] == 0, drill
-        holder = next(n for n in lab.NODES if n.name == drill["survivor"])
-        command = node_shell(directory, holder, "tr '\\0' ' ' < /proc/$(cat /run/appliance/manager.pid)/cmdline")
-        assert command.startswith("/opt/appliance/bin/python") or "/opt/appliance/bin/appliance" in command, command
-    finally:
-        inventory.write_text(text)
 
 
 def test_an_unreachable_node_is_named_and_nothing_is_changed(installed):
