@@ -77,12 +77,10 @@ def _node_of(site: Site, name: str) -> lab.LabNode:
 
 
 def active_node(runners: dict) -> str:
-    for runner in runners.values():
-        state = cluster_state(runner)
-        nodes = state["resources"].get("p_ip_lan", {}).get("nodes", [])
-        if nodes:
-            return nodes[0]
-    raise ReportError([Report("COMMAND_FAILED", "no node holds the LAN floating address: is the pair installed?")])
+    holder = _holder(runners, "p_ip_lan")
+    if holder is None:
+        raise ReportError([Report("COMMAND_FAILED", "no node holds the LAN floating address: is the pair installed?")])
+    return holder
 
 
 def inject(fault: str, node: lab.LabNode, lab_dir: Path, runner) -> None:
@@ -191,10 +189,11 @@ def _require_healthy(runners: dict) -> None:
             fix="run `appliance status`, follow docs/runbooks/failover.md, and drill a healthy pair")])
 
 
-def _holder(runners: dict) -> str | None:
+def _holder(runners: dict, resource: str = "p_manager") -> str | None:
+    """The node running `resource`, asked of the first node that answers."""
     for runner in runners.values():
         try:
-            nodes = cluster_state(runner)["resources"].get("p_manager", {}).get("nodes", [])
+            nodes = cluster_state(runner)["resources"].get(resource, {}).get("nodes", [])
         except Exception:  # noqa: BLE001 (a node that cannot answer holds nothing we can read)
             continue
         if nodes:
