@@ -1,6 +1,8 @@
 """manager: the core manager's config and init script; Pacemaker runs it through ocf:appliance:manager."""
 from __future__ import annotations
 
+import hashlib
+
 from appliance.ha import lsb, ocf_manager
 from appliance.inventory.load import Site
 from appliance.reports import Report, ReportError
@@ -12,6 +14,7 @@ from .model import Check, FileSpec, RolePlan, Step, node_plans, shell, text
 NAME = "manager"
 REQUIRES = ("database",)
 INIT_SCRIPT = "/etc/init.d/appliance-manager"
+MANAGER_RESOURCE = "p_manager"  # ha.frontend names it so
 
 
 def manager_config(site: Site) -> str:
@@ -29,9 +32,57 @@ def init_script(site: Site) -> str:
                            f"{layout.LOG_DIR}/manager.log", user=m.user)
 
 
+# Build the release's venv in its own directory, check it imports, then swap the /opt/appliance link
+# with a rename: a failed build leaves the running release untouched (a node without an agent gets
+# fenced). A venv cannot be moved once built (its scripts name their interpreter by absolute path),
+# so it is built where it stays. The node's own pip configuration is ignored: no index, ever.
+INSTALL_RELEASE = """set -e
+prefix=$1; release=$2; wheels=$3; wheel=$4; resource=$5
+old=$(readlink "$prefix" || true)
+built=
+trap '[ -n "$built" ] || rm -rf "$release"' EXIT
+rm -rf "$release"
+mkdir -p "$(dirname "$release")"
+python3 -m venv "$release"
+PIP_CONFIG_FILE=/dev/null "$release/bin/pip" install --quiet --no-index --no-input --disable-pip-version-check \\
+    --find-links "$wheels" "$wheel"
+(cd / && "$release/bin/python" -c "import appliance.ha.ocf_manager")  # not a checkout in the cwd
+built=1
+if [ -e "$prefix" ] && [ ! -L "$prefix" ]; then mv -T "$prefix" "$prefix.before-releases"; fi
+ln -sfn "$release" "$prefix.new"
+mv -T "$prefix.new" "$prefix"
+for d in "$(dirname "$release")"/*; do
+    [ "$d" = "$release" ] || [ "$d" = "$old" ] || rm -rf "$d"
+done
+# The manager running here still has the old code loaded: have Pacemaker restart it on the new one.
+if [ -n "$old" ] && [ "$old" != "$release" ] && \\
+        crm_resource --locate --resource "$resource" 2>/dev/null | grep -q "running on: $(crm_node -n)\\$"; then
+    crm_resource --restart --resource "$resource" --timeout 120s >/dev/null
+fi
+"""
+
+
+def release_name(wheels: list[tuple[str, bytes]], version: str) -> str:
+    """The same wheelhouse gives the same release on every node and every run; a rebuilt one does not."""
+    digest = hashlib.sha256()
+    for name, content in sorted(wheels):
+        digest.update(f"{name} {hashlib.sha256(content).hexdigest()}\n".encode())
+    return f"{version}-{digest.hexdigest()[:12]}"
+
+
+def install_release(release: str, wheel: str) -> Step:
+    path = f"{layout.RELEASES_DIR}/{release}"
+    return Step(f"install appliance release {release} as {layout.INSTALL_PREFIX}",
+                shell(INSTALL_RELEASE, layout.INSTALL_PREFIX, path, layout.WHEEL_DIR, f"{layout.WHEEL_DIR}/{wheel}",
+                      MANAGER_RESOURCE),
+                unless=shell('[ "$(readlink "$1")" = "$2" ] && cd / && "$1/bin/python" -c "import appliance.ha.ocf_manager"',
+                             layout.INSTALL_PREFIX, path),
+                why="built beside the running release and switched by renaming a link; no package index")
+
+
 def _package_steps(site: Site, files: list) -> list[Step]:
-    """The operator's own wheelhouse, shipped and installed into /opt/appliance with no index: nothing
-    is fetched by name (whatever an index calls "appliance" is not this), and the nodes need no
+    """The operator's own wheelhouse, shipped and installed as a release with no index: nothing is
+    fetched by name (whatever an index calls "appliance" is not this), and the nodes need no
     Internet access."""
     m = site.inventory.manager
     if not m.wheelhouse:  # `appliance install` refuses to apply without one (actions.require_wheelhouse)
@@ -45,18 +96,11 @@ def _package_steps(site: Site, files: list) -> list[Step]:
             "INVENTORY_UNREADABLE", f"{local} is not a wheelhouse with one appliance wheel "
             f"(found {[w.name for w in ours]})", path="manager.wheelhouse", value=m.wheelhouse,
             fix="run `make wheelhouse` and give the directory it wrote (dist/wheelhouse)")])
-    version = ours[0].name.split("-")[1]
-    for wheel in wheels:
-        files.append(FileSpec(f"{layout.WHEEL_DIR}/{wheel.name}", wheel.read_bytes(), by_digest=True))
-    remote = [f"{layout.WHEEL_DIR}/{w.name}" for w in wheels]
-    return [Step(f"install appliance {version} into {layout.INSTALL_PREFIX} from the wheelhouse", shell(
-        'prefix=$1; wheels=$2; wheel=$3; [ -L "$prefix" ] && rm -f "$prefix"; '
-        '[ -x "$prefix/bin/pip" ] || python3 -m venv "$prefix"; '
-        '"$prefix/bin/pip" install --quiet --no-index --find-links "$wheels" --upgrade "$wheel"',
-        layout.INSTALL_PREFIX, layout.WHEEL_DIR, f"{layout.WHEEL_DIR}/{ours[0].name}"),
-        unless=shell('[ ! -L "$1" ] && [ "$("$1/bin/appliance" --version 2>/dev/null)" = "appliance $2" ]',
-                     layout.INSTALL_PREFIX, version),
-        after_change=tuple(remote), why="no package index: every dependency comes from the wheelhouse")]
+    contents = [(wheel.name, wheel.read_bytes()) for wheel in wheels]
+    for name, content in contents:
+        files.append(FileSpec(f"{layout.WHEEL_DIR}/{name}", content, by_digest=True))
+    # No after_change on the wheels: a run that shipped them and then failed must still install.
+    return [install_release(release_name(contents, ours[0].name.split("-")[1]), ours[0].name)]
 
 
 def plan(site: Site) -> RolePlan:

@@ -111,3 +111,27 @@ def test_a_wheelhouse_that_is_not_there_is_named_in_the_plan(tmp_path):
         plan_site(load_test_site(inventory))
     assert [(r.code, r.path, r.value) for r in error.value.reports] == \
         [("INVENTORY_UNREADABLE", "manager.wheelhouse", "dist/nope")]
+
+
+def test_a_wheelhouse_plans_one_release_for_both_nodes_shipped_by_digest(tmp_path):
+    from appliance.roles.registry import plan_site
+    from tests.conftest import EXAMPLE, load_test_site
+
+    house = tmp_path / "house"
+    house.mkdir()
+    (house / "appliance-0.1.0-py3-none-any.whl").write_bytes(b"ours")
+    (house / "dep-1.0-py3-none-any.whl").write_bytes(b"theirs")
+    inventory = tmp_path / "two-node.toml"
+    inventory.write_text(EXAMPLE.read_text().replace("[manager]\n", '[manager]\nwheelhouse = "house"\n'))
+    manager = next(p for p in plan_site(load_test_site(inventory)) if p.role == "manager")
+    releases = set()
+    for node in manager.nodes:
+        wheels = [f for f in node.files if f.path.startswith("/var/cache/appliance/")]
+        assert sorted(f.path.rsplit("/", 1)[1] for f in wheels) == ["appliance-0.1.0-py3-none-any.whl",
+                                                                     "dep-1.0-py3-none-any.whl"]
+        assert all(f.by_digest for f in wheels)
+        step = next(s for s in node.steps if s.what.startswith("install appliance release"))
+        assert not step.after_change  # a run that shipped the wheels and then failed must install next time
+        releases.add(step.argv[5])  # sh -c SCRIPT sh PREFIX RELEASE ...
+    (release,) = releases
+    assert release.startswith("/opt/appliance-releases/0.1.0-")
