@@ -145,6 +145,15 @@ def _anchor_pid(node_dir: Path) -> int | None:
     return None if state == "Z" else pid  # a killed anchor lingers as a zombie: it is not alive
 
 
+def enter(lab: Path, node: LabNode) -> list[str]:
+    """The argv prefix that runs a command inside a node, as its own processes see the machine.
+
+    `-r -w` take the node's root and working directory too: entering a mount namespace otherwise
+    resets the root to the namespace's, which is not the same place when the lab itself runs in a
+    chroot (tools/fresh-debian-check.sh does)."""
+    return ["nsenter", "-t", (lab / node.name / "anchor.pid").read_text().strip(), "-n", "-m", "-u", "-r", "-w"]
+
+
 def node_pids(node: LabNode) -> list[int]:
     """Every process in the node's network namespace (its daemons included)."""
     result = subprocess.run(["ip", "netns", "pids", node.netns], capture_output=True, text=True)

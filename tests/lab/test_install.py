@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from appliance.lab import lab
-from tests.conftest import in_ci, require_tool
+from tests.conftest import ROOT, in_ci, require_tool
 
 BIN = Path(sys.executable).with_name("appliance")
 
@@ -47,11 +47,10 @@ def fingerprint(directory: Path) -> dict[str, str]:
     """What a second install must not touch: configs, the CIB configuration, the database."""
     out = {}
     for node in lab.NODES:
-        pid = (directory / node.name / "anchor.pid").read_text().strip()
         script = ("cat /etc/corosync/corosync.conf /etc/appliance/manager.toml /etc/appliance/proxy/lighttpd.conf "
                   "/etc/mysql/mariadb.conf.d/60-appliance-replication.cnf; cibadmin --query --scope configuration; "
                   "mariadb --batch -e 'CHECKSUM TABLE appliance.users, appliance.hosts, appliance.vms'")
-        result = subprocess.run(["nsenter", "-t", pid, "-n", "-m", "-u", "sh", "-c", script], capture_output=True,
+        result = subprocess.run([*lab.enter(directory, node), "sh", "-c", script], capture_output=True,
                                 check=True)
         out[node.name] = hashlib.sha256(result.stdout).hexdigest()
     return out
@@ -130,8 +129,7 @@ def test_every_drill_recovers_without_losing_acknowledged_writes(installed, faul
 
 
 def node_shell(directory: Path, node: lab.LabNode, script: str) -> str:
-    pid = (directory / node.name / "anchor.pid").read_text().strip()
-    return subprocess.run(["nsenter", "-t", pid, "-n", "-m", "-u", "sh", "-c", script], capture_output=True,
+    return subprocess.run([*lab.enter(directory, node), "sh", "-c", script], capture_output=True,
                           text=True, check=True).stdout
 
 
@@ -157,6 +155,46 @@ def test_a_failing_step_names_node_and_step_and_what_was_applied_before(installe
     _, again = cli("install", "-i", str(inventory))  # the operator fixes the cause and runs it again
     assert again["ok"] and "cloud-cc01: file /etc/appliance/manager.toml" in \
         [f"{c['node']}: {c['what']}" for c in again["changed"]]
+
+
+def manager_maps(directory: Path) -> tuple[str, str]:
+    """The node running the manager, and the files its process has mapped (paths resolved by the kernel)."""
+    for node in lab.NODES:
+        maps = node_shell(directory, node, "cat /proc/$(cat /run/appliance/manager.pid)/maps 2>/dev/null || true")
+        if maps.strip():
+            return node.name, maps
+    raise AssertionError("no node runs the manager")
+
+
+def test_a_wheelhouse_installs_a_release_on_the_nodes_without_a_package_index(installed, tmp_path_factory):
+    """The production path: the operator's wheels shipped over SSH, a venv built beside the running
+    one with --no-index, the link switched, and the running manager restarted on the new code."""
+    directory, _ = installed
+    house = tmp_path_factory.mktemp("wheelhouse")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "-w", str(house), str(ROOT)], check=True,
+                   capture_output=True, timeout=1200)
+    inventory = directory / "lab.toml"
+    text = inventory.read_text()
+    inventory.write_text(text + f'\n[manager]\nwheelhouse = "{house}"\n')
+    try:
+        _, first = cli("install", "-i", str(inventory))
+        assert first["ok"], first.get("verify")
+        assert any(c["what"].startswith("install appliance release") for c in first["changed"])
+        for node in lab.NODES:
+            link, module = node_shell(directory, node, "readlink /opt/appliance; cd / && /opt/appliance/bin/python "
+                                      "-c 'import appliance; print(appliance.__file__)'").splitlines()
+            assert link.startswith("/opt/appliance-releases/0.1.0-") and module.startswith("/opt/appliance/lib/")
+        _, maps = manager_maps(directory)
+        assert "/opt/appliance-releases/" in maps and str(Path(sys.prefix)) + "/" not in maps, \
+            "the running manager was not restarted on the release"
+        _, second = cli("install", "-i", str(inventory))
+        assert second["changed"] == [] and second["ok"]  # wheels compared by digest, nothing sent again
+        code, drill = cli("drill", "kill-manager", "-i", str(inventory))  # Pacemaker restarts it from there
+        assert code == 0 and drill["acknowledged_writes_lost"] == 0, drill
+        _, maps = manager_maps(directory)
+        assert "/opt/appliance-releases/" in maps
+    finally:
+        inventory.write_text(text)
 
 
 def test_an_unreachable_node_is_named_and_nothing_is_changed(installed):

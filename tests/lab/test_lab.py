@@ -85,8 +85,7 @@ def test_a_changed_host_key_is_refused(lab_dir):
 
 def fence(node_from: lab.LabNode, directory: Path, action: str, target: str) -> subprocess.CompletedProcess:
     """Run the power switch the way Pacemaker's fenced does: inside a node, options on stdin."""
-    anchor = (directory / node_from.name / "anchor.pid").read_text().strip()
-    return subprocess.run(["nsenter", "-t", anchor, "-n", "-m", "-u", str(lab.FENCE_AGENT)],
+    return subprocess.run([*lab.enter(directory, node_from), str(lab.FENCE_AGENT)],
                           input=f"action={action}\nport={target}\nlab_dir={directory}\npdu={lab.LAN}.254\n",
                           capture_output=True, text=True, timeout=60)
 
