@@ -9,7 +9,7 @@ from appliance.reports import Report, ReportError
 from appliance.templates import render
 
 from . import layout
-from .model import Check, FileSpec, RolePlan, Step, node_plans, shell, text
+from .model import Check, FileSpec, RolePlan, Step, node_plans, restart_where_running, shell, text
 
 NAME = "manager"
 REQUIRES = ("database",)
@@ -126,6 +126,8 @@ def plan(site: Site) -> RolePlan:
                           unless=shell('"$1/bin/python" -c "import appliance.ha.ocf_manager"', layout.INSTALL_PREFIX)))
     else:
         steps += _package_steps(site, files)
+    steps.append(restart_where_running(MANAGER_RESOURCE, "restart the manager where it runs if its configuration "
+                                       "changed", (m.config,)))
     names = [n.name for n in inv.nodes]
     return RolePlan(NAME, f"manager API on 127.0.0.1:{m.port}, database {inv.database.name} via {inv.network.san_vip}",
                     node_plans(names, {n: files for n in names}, {n: steps for n in names}))

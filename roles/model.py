@@ -116,6 +116,19 @@ def wait_until(check: str, seconds: int = 60) -> tuple[str, ...]:
             "sh", check)
 
 
+# crm_resource --locate prints "resource X is running on: NODE"; crm_node -n is this node's name.
+RUNNING_HERE = 'crm_resource --locate --resource "$1" 2>/dev/null | grep -q "running on: $(crm_node -n)$"'
+
+
+def restart_where_running(resource: str, what: str, after_change: tuple[str, ...]) -> Step:
+    """When one of `after_change` changed and `resource` runs on this node, have Pacemaker restart
+    it (and what depends on it): its daemon reads the changed files only at start. Where it does not
+    run, its next start reads them; before the CIB exists, nothing runs and nothing is restarted."""
+    return Step(what, ("crm_resource", "--restart", "--resource", resource, "--timeout", "120s"),
+                unless=shell(f"! {{ {RUNNING_HERE}; }}", resource), after_change=after_change,
+                why="the daemon reads its configuration at start")
+
+
 def all_packages_installed(packages: tuple[str, ...]) -> tuple[str, ...]:
     return shell('for p; do dpkg-query -W -f="${Status}" "$p" 2>/dev/null | grep -q "ok installed" || exit 1; done',
                  *packages)

@@ -6,11 +6,12 @@ from appliance.inventory.load import Site
 from appliance.templates import render
 
 from . import layout
-from .model import Check, FileSpec, RolePlan, Step, node_plans, shell, text
+from .model import Check, FileSpec, RolePlan, Step, node_plans, restart_where_running, shell, text
 from .specs import certificate_paths
 
 NAME = "proxy"
 REQUIRES = ("manager",)
+PROXY_RESOURCE = "p_proxy"  # ha.frontend names it so
 
 
 def proxy_config(site: Site, certificate: str | None = None, key: str | None = None) -> str:
@@ -48,8 +49,11 @@ def plan(site: Site) -> RolePlan:
         steps[name].insert(0, Step("give the proxy a log directory it can write",
                                    ("install", "-d", "-o", "www-data", "-g", "adm", "-m", "0750",
                                     f"{layout.LOG_DIR}/proxy"), unless=("test", "-d", f"{layout.LOG_DIR}/proxy")))
+    cert, key = certificate_paths(inv)
+    for name in steps:
+        steps[name].append(restart_where_running(PROXY_RESOURCE, "restart the proxy where it runs if its "
+                                                 "configuration changed", (layout.PROXY_CONFIG, cert, key)))
     names = [n.name for n in inv.nodes]
-    cert, _ = certificate_paths(inv)
     return RolePlan(NAME, f"https://{inv.network.lan_vip}:{inv.proxy.port} -> 127.0.0.1:{inv.manager.port} "
                     f"(TLS 1.2+, HSTS, certificate {cert})",
                     node_plans(names, {n: files for n in names}, steps))

@@ -75,3 +75,15 @@ def test_fence_passwords_reach_the_cib_only_from_secrets():
     device = next(r for r in cib.resources if r.id == "st_ipmi-cc01")
     assert dict(device.params)["password"] == "TestFenceCc01-5"
     assert dict(device.params)["lanplus"] == "1"
+
+
+def test_the_roles_restart_the_resources_the_cib_defines():
+    """The config-change restarts name Pacemaker resources by id: a rename in one place would make
+    them silently restart nothing."""
+    from appliance.roles import manager, proxy
+    from appliance.roles.registry import plan_site
+    from tests.conftest import load_test_site
+
+    resources = next(p for p in plan_site(load_test_site()) if p.role == "resources").nodes[0].files[0].content
+    for name in (manager.MANAGER_RESOURCE, proxy.PROXY_RESOURCE):
+        assert f'<primitive id="{name}"'.encode() in resources
