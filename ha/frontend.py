@@ -7,7 +7,7 @@ Seed (002) -> here:
   a fence race.
 * `ms` Master/Slave -> promotable clones, Promoted role.
 * `property default-resource-stickiness` -> rsc_defaults resource-stickiness.
-* lsb:one / lsb:lighttpd -> ocf:appliance:manager and ocf:heartbeat:anything running our own lighttpd
+* lsb:one / lsb:lighttpd -> ocf:appliance:manager and ocf:appliance:proxy (lighttpd on our own
   config, so the distro's lighttpd service is untouched.
 * vblade through AoEtarget dies of SIGPIPE when execd closes its pipe -> AoEtarget's `binary=` points
   at a wrapper that detaches vblade's output.
@@ -55,6 +55,7 @@ class FrontendSpec:
     manager_config: str
     proxy_config: str
     proxy_pidfile: str
+    proxy_port: int
     fencing_enabled: bool
     priority_fencing_delay: str
     fence_devices: tuple[FenceSpec, ...]
@@ -117,10 +118,10 @@ def frontend_group(s: FrontendSpec) -> Group:
                   ops=_monitored("10s", "20s")),
         Primitive("p_manager", "ocf", "manager", "appliance", pairs({"config": s.manager_config}),
                   ops=_monitored("5s", "20s", start="120s", stop="120s")),
-        Primitive("p_proxy", "ocf", "anything", "heartbeat",
-                  pairs({"binfile": "/usr/sbin/lighttpd", "cmdline_options": f"-D -f {s.proxy_config}",
+        Primitive("p_proxy", "ocf", "proxy", "appliance",
+                  pairs({"config": s.proxy_config, "listen": f"{s.lan_vip}:{s.proxy_port}",
                          "pidfile": s.proxy_pidfile}),
-                  ops=_monitored("5s", "20s")),
+                  ops=_monitored("5s", "20s", start="60s", stop="60s")),
     ]
     # priority: with priority-fencing-delay, the node running the group wins a fence race.
     return Group(GROUP, tuple(members), meta=pairs({"priority": 10}))

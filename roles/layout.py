@@ -19,6 +19,7 @@ GENERATED_KEY = f"{TLS_DIR}/proxy.key"
 CIB_FILE = f"{STATE}/cib.xml"
 DRBD_DIR = "/etc/drbd.d"
 OCF_AGENT = "/usr/lib/ocf/resource.d/appliance/manager"
+OCF_PROXY_AGENT = "/usr/lib/ocf/resource.d/appliance/proxy"
 NFS_CONFIG = f"{ETC}/nfs/ganesha.conf"  # lab: nfs-ganesha (no kernel NFS server)
 NFS_PIDFILE = f"{RUN_DIR}/nfs.pid"  # the agent's; ganesha's own goes to GANESHA_PIDFILE
 GANESHA_PIDFILE = f"{RUN_DIR}/ganesha.pid"

@@ -1,7 +1,7 @@
 """proxy: lighttpd terminating TLS on the LAN floating address in front of the manager API."""
 from __future__ import annotations
 
-from appliance.ha import lsb
+from appliance.ha import lsb, ocf_proxy
 from appliance.inventory.load import Site
 from appliance.templates import render
 
@@ -32,6 +32,8 @@ def plan(site: Site) -> RolePlan:
             "appliance-proxy", "TLS proxy for the appliance API", "/usr/sbin/lighttpd",
             ("-D", "-f", layout.PROXY_CONFIG), layout.PROXY_PIDFILE, f"{layout.LOG_DIR}/proxy.log")),
             mode=0o755, check=Check("shell")),
+        FileSpec(layout.OCF_PROXY_AGENT, text(ocf_proxy.shim(f"{layout.INSTALL_PREFIX}/bin/python")), mode=0o755,
+                 check=Check("shell")),
     ]
     steps = {n.name: [Step("keep init from starting the distro lighttpd", ("systemctl", "disable", "--now",
                                                                           "lighttpd"),

@@ -67,7 +67,7 @@ def frontend_spec(site: Site) -> FrontendSpec:
         export_fsid=inv.nfs.fsid,
         aoe_shelf=inv.aoe.shelf, aoe_slot=inv.aoe.slot, aoe_binary=layout.AOE_WRAPPER,
         manager_config=inv.manager.config,
-        proxy_config=layout.PROXY_CONFIG, proxy_pidfile=layout.PROXY_PIDFILE,
+        proxy_config=layout.PROXY_CONFIG, proxy_pidfile=layout.PROXY_PIDFILE, proxy_port=inv.proxy.port,
         fencing_enabled=inv.fencing.enabled, priority_fencing_delay=inv.fencing.priority_fencing_delay,
         fence_devices=fence,
         replicated_storage=not inv.lab.enabled,

@@ -59,7 +59,7 @@ def test_render_without_validation_writes_the_tree_and_manifest(secrets_env, tmp
     result = invoke("render", "-i", str(EXAMPLE), "-o", str(out), "--no-validate", "--json")
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
-    assert len(manifest["files"]) == 35
+    assert len(manifest["files"]) == 37
     assert (out / "cloud-cc02" / "etc" / "corosync" / "corosync.conf").exists()
     assert (out / "cluster" / "var" / "lib" / "appliance" / "cib.xml").exists()
 
