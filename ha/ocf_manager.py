@@ -7,7 +7,6 @@ answer) apart; validate-all returns 5 (not installed) or 6 (not configured), len
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -73,13 +72,10 @@ def _answers(timeout: float = 5.0) -> bool:
 
 
 def validate() -> int:
-    binary, config = param("binary"), Path(param("config"))
-    if not os.access(binary, os.X_OK):
-        ocf.exit_reason(f"{binary} is not executable")
-        return ocf.ERR_INSTALLED
-    if not config.is_file():
-        ocf.exit_reason(f"config {config} does not exist")
-        return ocf.ERR_CONFIGURED
+    checked = ocf.installed(param("binary"), param("config"))
+    if checked != ocf.SUCCESS:
+        return checked
+    config = param("config")
     try:
         _health_url()
     except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
@@ -205,44 +201,20 @@ def start() -> int:
         return ocf.ERR_GENERIC
     _suspend_semisync_if_alone()
     _local_database_read_only(False)  # after any stop(), which leaves the database read-only
-    pidfile, logfile = Path(param("pidfile")), Path(param("logfile"))
-    pidfile.parent.mkdir(parents=True, exist_ok=True)
-    logfile.parent.mkdir(parents=True, exist_ok=True)
+    logfile = Path(param("logfile"))
     argv = [param("binary"), "serve", "--config", param("config")]
     if param("user"):
         argv = ["setpriv", f"--reuid={param('user')}", f"--regid={param('user')}", "--init-groups", *argv]
-    with open(logfile, "ab") as log, open(os.devnull, "rb") as null:
-        # Detached from Pacemaker's pipes: a closed pipe must never kill the manager (see vblade).
-        process = subprocess.Popen(argv, stdin=null, stdout=log, stderr=log, start_new_session=True)
-    tmp = pidfile.with_suffix(".tmp")
-    tmp.write_text(f"{process.pid}\n")
-    os.replace(tmp, pidfile)
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            ocf.exit_reason(f"manager exited with {process.returncode} during start; see {logfile}")
-            return ocf.ERR_GENERIC
-        if _answers(timeout=1.0):
-            return ocf.SUCCESS
-        time.sleep(0.05)  # poll interval inside the deadline loop: every 50 ms here is outage
-    ocf.exit_reason("manager did not answer before the start timeout")
-    return ocf.ERR_GENERIC
+    process = ocf.spawn(argv, Path(param("pidfile")), logfile)
+    return ocf.await_ready(process, lambda: _answers(timeout=1.0), deadline, "manager", logfile,
+                           "manager did not answer before the start timeout")
 
 
 def stop() -> int:
     pid = _pid()
-    if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + max(5.0, ocf.action_timeout(120.0) - 5)
-        while _pid() is not None and time.monotonic() < deadline:
-            time.sleep(0.1)  # poll interval inside the deadline loop
-        if _pid() is not None:
-            os.kill(pid, signal.SIGKILL)
-            killed_by = time.monotonic() + 10
-            while _pid() is not None and time.monotonic() < killed_by:
-                time.sleep(0.05)  # poll interval inside the deadline loop
-            if _pid() is not None:
-                ocf.exit_reason(f"manager process {pid} survives SIGKILL (stuck in I/O?)")
-                return ocf.ERR_GENERIC  # Pacemaker escalates a failed stop to fencing: the right answer
+    if pid is not None and not ocf.terminate(pid, lambda: _pid() is not None,
+                                             max(5.0, ocf.action_timeout(120.0) - 15), "manager process"):
+        return ocf.ERR_GENERIC
     Path(param("pidfile")).unlink(missing_ok=True)
     _local_database_read_only(True)
     return ocf.SUCCESS
@@ -259,19 +231,7 @@ def shim(python: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    action = argv[1] if len(argv) > 1 else ""
-    os.environ["__OCF_ACTION"] = action
-    if action == "meta-data":
-        print(metadata(), end="")
-        return ocf.SUCCESS
-    if action == "validate-all":
-        return validate()
-    if action in ("start", "stop", "monitor"):
-        if action == "monitor" and ocf.is_probe() and validate() != ocf.SUCCESS:
-            return ocf.NOT_RUNNING  # a probe on a node without the manager installed: not running here
-        return {"start": start, "stop": stop, "monitor": monitor}[action]()
-    print(f"usage: {argv[0]} {{start|stop|monitor|validate-all|meta-data}}", file=sys.stderr)
-    return ocf.ERR_UNIMPLEMENTED
+    return ocf.dispatch(argv, metadata, validate, {"start": start, "stop": stop, "monitor": monitor})
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ process with the right pid exists.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -65,13 +64,9 @@ def _accepts(timeout: float = 2.0) -> bool:
 
 
 def validate() -> int:
-    binary, config = param("binary"), Path(param("config"))
-    if not os.access(binary, os.X_OK):
-        ocf.exit_reason(f"{binary} is not executable")
-        return ocf.ERR_INSTALLED
-    if not config.is_file():
-        ocf.exit_reason(f"config {config} does not exist")
-        return ocf.ERR_CONFIGURED
+    checked = ocf.installed(param("binary"), param("config"))
+    if checked != ocf.SUCCESS:
+        return checked
     try:
         _listen()
     except ValueError as exc:
@@ -110,43 +105,17 @@ def start() -> int:
         stop()
     if not _config_accepted():
         return ocf.ERR_CONFIGURED
-    pidfile, logfile = Path(param("pidfile")), Path(param("logfile"))
-    pidfile.parent.mkdir(parents=True, exist_ok=True)
-    logfile.parent.mkdir(parents=True, exist_ok=True)
-    with open(logfile, "ab") as log, open(os.devnull, "rb") as null:
-        # Its own session, off Pacemaker's pipes: the proxy outlives the agent's process.
-        process = subprocess.Popen([param("binary"), "-D", "-f", param("config")], stdin=null, stdout=log,
-                                   stderr=log, start_new_session=True)
-    tmp = pidfile.with_suffix(".tmp")
-    tmp.write_text(f"{process.pid}\n")
-    os.replace(tmp, pidfile)
-    deadline = time.monotonic() + ocf.action_timeout(60.0) - 2
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            ocf.exit_reason(f"lighttpd exited with {process.returncode} during start; see {logfile}")
-            return ocf.ERR_GENERIC
-        if _accepts(timeout=0.5):
-            return ocf.SUCCESS
-        time.sleep(0.05)  # poll interval inside the deadline loop: every 50 ms here is outage
-    ocf.exit_reason(f"lighttpd did not accept on {param('listen')} before the start timeout")
-    return ocf.ERR_GENERIC
+    logfile = Path(param("logfile"))
+    process = ocf.spawn([param("binary"), "-D", "-f", param("config")], Path(param("pidfile")), logfile)
+    return ocf.await_ready(process, lambda: _accepts(timeout=0.5), time.monotonic() + ocf.action_timeout(60.0) - 2,
+                           "lighttpd", logfile, f"lighttpd did not accept on {param('listen')} before the start timeout")
 
 
 def stop() -> int:
     pid = _pid()
-    if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + max(5.0, ocf.action_timeout(60.0) - 5)
-        while _pid() is not None and time.monotonic() < deadline:
-            time.sleep(0.05)  # poll interval inside the deadline loop
-        if _pid() is not None:
-            os.kill(pid, signal.SIGKILL)
-            killed_by = time.monotonic() + 10
-            while _pid() is not None and time.monotonic() < killed_by:
-                time.sleep(0.05)  # poll interval inside the deadline loop
-            if _pid() is not None:
-                ocf.exit_reason(f"lighttpd {pid} survives SIGKILL")
-                return ocf.ERR_GENERIC  # Pacemaker escalates a failed stop to fencing
+    if pid is not None and not ocf.terminate(pid, lambda: _pid() is not None,
+                                             max(5.0, ocf.action_timeout(60.0) - 15), "lighttpd"):
+        return ocf.ERR_GENERIC
     Path(param("pidfile")).unlink(missing_ok=True)
     return ocf.SUCCESS
 
@@ -162,23 +131,15 @@ def shim(python: str) -> str:
     return ocf.shim(python, __name__ if __name__ != "__main__" else "appliance.ha.ocf_proxy", metadata())
 
 
+def _validate_all() -> int:
+    checked = validate()
+    if checked == ocf.SUCCESS and not _config_accepted():
+        return ocf.ERR_CONFIGURED
+    return checked
+
+
 def main(argv: list[str]) -> int:
-    action = argv[1] if len(argv) > 1 else ""
-    os.environ["__OCF_ACTION"] = action
-    if action == "meta-data":
-        print(metadata(), end="")
-        return ocf.SUCCESS
-    if action == "validate-all":
-        checked = validate()
-        if checked == ocf.SUCCESS and not _config_accepted():
-            return ocf.ERR_CONFIGURED
-        return checked
-    if action in ("start", "stop", "monitor"):
-        if action == "monitor" and ocf.is_probe() and validate() != ocf.SUCCESS:
-            return ocf.NOT_RUNNING  # a probe on a node without the proxy set up: not running here
-        return {"start": start, "stop": stop, "monitor": monitor}[action]()
-    print(f"usage: {argv[0]} {{start|stop|monitor|validate-all|meta-data}}", file=sys.stderr)
-    return ocf.ERR_UNIMPLEMENTED
+    return ocf.dispatch(argv, metadata, validate, {"start": start, "stop": stop, "monitor": monitor}, validate_all=_validate_all)
 
 
 if __name__ == "__main__":
