@@ -11,7 +11,8 @@ root=${1:-/srv/appliance-fresh}/root
 
 cleanup() {
     umount -R "$root/proc" "$root/sys" "$root/dev" 2>/dev/null || true
-    umount "$root" 2>/dev/null || true
+    # `ip netns` inside the chroot mounts its own /run/netns there: recursive, or rm -rf fails later.
+    umount -R "$root" 2>/dev/null || true
 }
 trap cleanup EXIT
 
