@@ -258,7 +258,7 @@ def test_render_validates_every_checkable_file_and_keeps_modes(tmp_path):
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     checked = [f for f in document["files"] if f["checker"]]
-    assert len(checked) == 19 and all(f["checked"]["ok"] for f in checked)
+    assert len(checked) == 21 and all(f["checked"]["ok"] for f in checked)
     for entry in document["files"]:
         on_disk = out / entry["node"] / entry["path"].lstrip("/")
         assert f"{stat.S_IMODE(on_disk.stat().st_mode):04o}" == entry["mode"]
@@ -285,4 +285,4 @@ def test_check_plans_reports_a_missing_tool_as_missing_not_as_passed(tmp_path, m
     site = load_test_site()
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH: every checker's tool is missing
     run = check_plans(site, plan_site(site))
-    assert len(run.outcomes) == 19 and all(o.missing and not o.ok for o in run.outcomes)
+    assert len(run.outcomes) == 21 and all(o.missing and not o.ok for o in run.outcomes)
