@@ -43,8 +43,11 @@ def timed(argv: list[str], env: dict[str, str], done) -> float:
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(argv)}: exit {result.returncode}: {result.stderr[-500:]}")
+    deadline = began + 30
     while not done():  # `anything` returns from start before lighttpd listens: count until it does
-        time.sleep(0.005)
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"{' '.join(argv)}: lighttpd did not reach the expected state within 30 s")
+        time.sleep(0.005)  # poll interval inside the deadline loop
     return time.perf_counter() - began
 
 

@@ -8,7 +8,7 @@ Seed (002) -> here:
 * `ms` Master/Slave -> promotable clones, Promoted role.
 * `property default-resource-stickiness` -> rsc_defaults resource-stickiness.
 * lsb:one / lsb:lighttpd -> ocf:appliance:manager and ocf:appliance:proxy (lighttpd on our own
-  config, so the distro's lighttpd service is untouched.
+  config), so the distro's lighttpd service is untouched.
 * vblade through AoEtarget dies of SIGPIPE when execd closes its pipe -> AoEtarget's `binary=` points
   at a wrapper that detaches vblade's output.
 """

@@ -9,7 +9,8 @@ from appliance.reports import Report, ReportError
 from appliance.templates import render
 
 from . import layout
-from .model import Check, FileSpec, RolePlan, Step, node_plans, restart_where_running, shell, text
+from .model import (RESTART_TIMEOUT, RUNNING_HERE, Check, FileSpec, RolePlan, Step, node_plans, restart_where_running,
+                    shell, text)
 
 NAME = "manager"
 REQUIRES = ("database",)
@@ -55,11 +56,11 @@ for d in "$(dirname "$release")"/*; do
     [ "$d" = "$release" ] || [ "$d" = "$old" ] || rm -rf "$d"
 done
 # The manager running here still has the old code loaded: have Pacemaker restart it on the new one.
-if [ -n "$old" ] && [ "$old" != "$release" ] && \\
-        crm_resource --locate --resource "$resource" 2>/dev/null | grep -q "running on: $(crm_node -n)\\$"; then
-    crm_resource --restart --resource "$resource" --timeout 120s >/dev/null
+running_here() { @RUNNING_HERE@; }
+if [ -n "$old" ] && [ "$old" != "$release" ] && running_here "$resource"; then
+    crm_resource --restart --resource "$resource" --timeout @TIMEOUT@ >/dev/null
 fi
-"""
+""".replace("@RUNNING_HERE@", RUNNING_HERE).replace("@TIMEOUT@", RESTART_TIMEOUT)
 
 
 def release_name(wheels: list[tuple[str, bytes]], version: str) -> str:

@@ -118,13 +118,14 @@ def wait_until(check: str, seconds: int = 60) -> tuple[str, ...]:
 
 # crm_resource --locate prints "resource X is running on: NODE"; crm_node -n is this node's name.
 RUNNING_HERE = 'crm_resource --locate --resource "$1" 2>/dev/null | grep -q "running on: $(crm_node -n)$"'
+RESTART_TIMEOUT = "120s"  # crm_resource --restart waits for the stop and the start within this
 
 
 def restart_where_running(resource: str, what: str, after_change: tuple[str, ...]) -> Step:
     """When one of `after_change` changed and `resource` runs on this node, have Pacemaker restart
     it (and what depends on it): its daemon reads the changed files only at start. Where it does not
     run, its next start reads them; before the CIB exists, nothing runs and nothing is restarted."""
-    return Step(what, ("crm_resource", "--restart", "--resource", resource, "--timeout", "120s"),
+    return Step(what, ("crm_resource", "--restart", "--resource", resource, "--timeout", RESTART_TIMEOUT),
                 unless=shell(f"! {{ {RUNNING_HERE}; }}", resource), after_change=after_change,
                 why="the daemon reads its configuration at start")
 

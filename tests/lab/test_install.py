@@ -5,11 +5,9 @@ One lab for the module (a fresh pair takes about a minute to install); tests run
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import signal
-import ssl
 import subprocess
 import sys
 import time
@@ -17,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from appliance.inventory.load import load_site
 from appliance.lab import lab
+from appliance.verify import api_over_tls
 from tests.conftest import ROOT, in_ci, require_tool
 
 BIN = Path(sys.executable).with_name("appliance")
@@ -74,15 +74,11 @@ def test_second_install_changes_nothing(installed):
     assert fingerprint(directory) == before
 
 
-def hsts_through_the_vip() -> str:
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # reading a header, not trusting
-    connection = http.client.HTTPSConnection(f"{lab.LAN}.100", 443, context=context, timeout=10)
-    try:
-        connection.request("GET", "/")
-        return connection.getresponse().getheader("Strict-Transport-Security", "")
-    finally:
-        connection.close()
+def hsts_through_the_vip(inventory: Path) -> str:
+    """The HSTS header the proxy sends now, over TLS verified against the lab's own certificate."""
+    ok, detail = api_over_tls(load_site(inventory))
+    assert ok, detail
+    return detail.rsplit("HSTS ", 1)[1]
 
 
 def test_a_changed_proxy_setting_reaches_the_running_proxy(installed):
@@ -90,16 +86,16 @@ def test_a_changed_proxy_setting_reaches_the_running_proxy(installed):
     directory, _ = installed
     inventory = directory / "lab.toml"
     text = inventory.read_text()
-    assert hsts_through_the_vip().startswith("max-age=31536000;")
+    assert hsts_through_the_vip(inventory).startswith("max-age=31536000;")
     inventory.write_text(text.replace("tls = { generate = true }", "tls = { generate = true }\nhsts_max_age = 600"))
     try:
         _, changed = cli("install", "-i", str(inventory))
         assert changed["ok"] and any(c["what"].startswith("restart the proxy") for c in changed["changed"])
-        assert hsts_through_the_vip().startswith("max-age=600;")
+        assert hsts_through_the_vip(inventory).startswith("max-age=600;")
     finally:
         inventory.write_text(text)
     _, back = cli("install", "-i", str(inventory))
-    assert back["ok"] and hsts_through_the_vip().startswith("max-age=31536000;")
+    assert back["ok"] and hsts_through_the_vip(inventory).startswith("max-age=31536000;")
 
 
 def test_the_nfs_export_serves_files_on_the_san_floating_address(installed, tmp_path):
