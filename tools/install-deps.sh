@@ -10,7 +10,7 @@ drbd-utils lvm2 lighttpd lighttpd-mod-openssl openssl
 util-linux iproute2 openssh-client openssh-server bash procps
 qemu-utils mariadb-server
 nfs-ganesha nfs-ganesha-vfs libnfs-utils
-libvirt-dev pkg-config gcc python3-dev
+libvirt-dev libvirt-daemon pkg-config gcc python3-dev
 "
 
 missing=""
