@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 import tomllib
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from appliance.core.entities import Datastore, Host
 from appliance.core.hooks import Hook, Hooks
 from appliance.core.pools import Store
 from appliance.core.scheduler import Policy
-from appliance.core.service import Manager
+from appliance.core.actions import Manager, PathPolicy
+from appliance.core.authz import SYSTEM
 from appliance.drivers.fake import FakeHypervisor
 from appliance.drivers.libvirt import LibvirtHypervisor
 from appliance.reports import Report, ReportError
@@ -125,10 +127,17 @@ class Service:
         return self.state_dir / "admin.token"
 
     def ensure_admin(self) -> None:
-        if not self.manager.has_users():
-            _, token = self.manager.create_user("admin", admin=True)
+        """The first start makes user admin. Its token reaches the file before the database, so a
+        crash in between leaves a token nobody holds, never an administrator nobody can act as."""
+        if not self.manager.users.has_users():
+            token = secrets.token_urlsafe(32)
             atomic_write(self.token_file, (token + "\n").encode(), 0o600)
+            self.manager.users.create(SYSTEM, "admin", role="admin", token=token)
             log.warning("created user admin; its token is in %s (mode 0600)", self.token_file)
+
+    def reconcile(self) -> list[str]:
+        """After a restart: crashed imports, then the controller's in-flight VMs and orphans."""
+        return self.manager.images.settle_crashed_imports() + self.controller.reconcile()
 
     def loop(self) -> None:
         """The controller: run a pass whenever woken or every interval, until stopped."""
@@ -141,21 +150,6 @@ class Service:
                 log.exception("controller pass failed")
             self.wake_event.wait(interval)
             self.wake_event.clear()
-
-
-def resolved_paths(roots: list[str]):
-    """A path policy that follows symlinks: the real path must lie under a real root."""
-    from appliance.core.errors import CoreError
-
-    real_roots = [os.path.realpath(r) for r in roots]
-
-    def check(path: str, what: str) -> str:
-        real = os.path.realpath(path)
-        if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in real_roots):
-            raise CoreError("VALUE_INVALID", f"{what} {path} is not under an allowed directory ({', '.join(roots)})",
-                            field=what, allowed=roots)
-        return path
-    return check
 
 
 def build(config: ServeConfig) -> Service:
@@ -189,26 +183,30 @@ def build(config: ServeConfig) -> Service:
     settings = Settings(policy=Policy(s.policy, s.rank, s.datastore_policy), monitor_interval=s.monitor_interval,
                         resubmit_on_host_error=s.resubmit_on_host_error)
     controller = Controller(store, hypervisor_for, backend_for, hooks, SystemClock(), settings)
-    manager = Manager(store, backend_for, wake=wake_event.set, datastore_paths=resolved_paths(datastore_roots),
-                      import_paths=resolved_paths(import_roots))
+    manager = Manager(store, backend_for, wake=wake_event.set, datastore_paths=PathPolicy(datastore_roots),
+                      import_paths=PathPolicy(import_roots))
     return Service(config, state_dir, store, manager, controller, hooks, wake_event, stop_event)
 
 
-def serve(config_path: Path | None, bind: str | None = None, port: int | None = None) -> None:
+def serve(config_path: Path | None, bind: str | None = None, port: int | None = None, log_format: str = "text",
+          access_log: bool = False) -> None:
     """Run the manager until SIGINT/SIGTERM. Reconciles before it answers any request."""
     import uvicorn
 
+    from appliance.logs import configure
+
+    log_config = configure(log_format, access_log=access_log)
     config = load_config(config_path)
     service = build(config)
     service.ensure_admin()
-    for decision in service.controller.reconcile():
+    for decision in service.reconcile():
         log.warning("startup: %s", decision)
     worker = threading.Thread(target=service.loop, name="controller", daemon=True)
     worker.start()
     app = create_app(service.manager)
     try:
-        uvicorn.run(app, host=bind or config.api.bind, port=port or config.api.port, log_level="warning",
-                    access_log=False)
+        uvicorn.run(app, host=bind or config.api.bind, port=port or config.api.port, log_config=log_config,
+                    log_level="info" if access_log else "warning", access_log=access_log)
     finally:
         service.stop_event.set()
         service.wake_event.set()

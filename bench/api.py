@@ -4,7 +4,8 @@
    floor: the same bodies read straight from SQLite and parsed.
 2. Mixed requests from concurrent clients (reads of one VM, pages of 100, host lists, VM
    creations) for requests/s and p50/p99 latency, against the same clients calling the trivial
-   health endpoint (the framework's own ceiling on this machine).
+   health endpoint (the framework's own ceiling on this machine); then the same mix as a plain
+   user, whose every read passes the ownership checks (datastores instead of hosts).
 Writes bench/results/api.json.  Usage: python bench/api.py [--quick]
 """
 from __future__ import annotations
@@ -27,7 +28,8 @@ from pathlib import Path
 from appliance.core.db import SqliteDatabase, migrate
 from appliance.core.entities import VM, VmState
 from appliance.core.pools import Store
-from appliance.core.service import Manager
+from appliance.core.actions import Manager
+from appliance.core.authz import SYSTEM
 from appliance.runner.atomic import atomic_write
 
 
@@ -37,20 +39,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def populate(home: Path, vms: int) -> str:
+def populate(home: Path, vms: int) -> tuple[str, str]:
+    """The admin's token and a plain user's; every other VM belongs to the user, so its reads go
+    through the ownership checks and its listings through the visibility condition."""
     db = SqliteDatabase(str(home / "manager.db"))
     migrate(db)
     store = Store(db)
     manager = Manager(store, lambda ds: None)
-    _, token = manager.create_user("admin", admin=True)
+    _, token = manager.users.create(SYSTEM, "admin", role="admin")[:2]
+    user, user_token = manager.users.create(SYSTEM, "alice")[:2]
     atomic_write(home / "admin.token", token.encode(), 0o600)
-    manager.create_host("hv1", driver="fake")
+    manager.hosts.create(SYSTEM, "hv1", driver="fake")
     with store.transaction() as tx:
         for i in range(vms):
-            store.vms.insert(tx, VM(name=f"vm-{i}", state=VmState.HOLD, cpu=0.5, memory=512,
-                                    context={"ROLE": "bench", "INDEX": str(i)}))
+            owner = (user.id, user.group_id) if i % 2 else (0, 0)
+            store.vms.insert(tx, VM(name=f"vm-{i}", state=VmState.HOLD, cpu=0.5, memory=512, owner_id=owner[0],
+                                    group_id=owner[1], context={"ROLE": "bench", "INDEX": str(i)}))
     db.close()
-    return token
+    return token, user_token
 
 
 class Api:
@@ -92,7 +98,7 @@ def best_of(n: int, function, *args) -> tuple[float, object]:
     return best, result
 
 
-def load(port: int, token: str, clients: int, per_client: int, vms: int, mix: bool) -> dict:
+def load(port: int, token: str, clients: int, per_client: int, vms: int, mix: bool, user: bool = False) -> dict:
     latencies: list[float] = []
     by_kind: dict[str, list[float]] = {}
     errors = []
@@ -106,12 +112,13 @@ def load(port: int, token: str, clients: int, per_client: int, vms: int, mix: bo
             roll = rnd.random()
             if not mix:
                 request = ("GET", "/api/v1/health", None)
-            elif roll < 0.45:
-                request = ("GET", f"/api/v1/vms/{rnd.randrange(1, vms + 1)}", None)
+            elif roll < 0.45:  # a user reads its own VMs (the even ids)
+                ident = 2 * rnd.randrange(1, vms // 2 + 1) if user else rnd.randrange(1, vms + 1)
+                request = ("GET", f"/api/v1/vms/{ident}", None)
             elif roll < 0.65:
                 request = ("GET", f"/api/v1/vms?after={rnd.randrange(0, vms)}&limit=100&state=HOLD", None)
             elif roll < 0.80:
-                request = ("GET", "/api/v1/hosts", None)
+                request = ("GET", "/api/v1/datastores" if user else "/api/v1/hosts", None)
             else:
                 request = ("POST", "/api/v1/vms", {"name": f"load-{seed}-{n}", "memory": 64, "cpu": 0.1,
                                                    "hold": True})
@@ -152,7 +159,7 @@ def main() -> None:
     clients, per_client = (4, 100) if args.quick else (8, 500)
     with tempfile.TemporaryDirectory(prefix="appliance-bench-") as tmp:
         home = Path(tmp)
-        token = populate(home, vms)
+        token, user_token = populate(home, vms)
         port = free_port()
         config = home / "manager.toml"
         config.write_text(f'[api]\nbind = "127.0.0.1"\nport = {port}\n\n[paths]\nstate_dir = "{home}"\n')
@@ -178,12 +185,16 @@ def main() -> None:
                   f"API / raw = {api_s / floor_s:.1f}", flush=True)
             ceiling = load(port, token, clients, per_client, vms, mix=False)
             mixed = load(port, token, clients, per_client, vms, mix=True)
+            as_user = load(port, user_token, clients, per_client, vms, mix=True, user=True)
             print(f"health only ({clients} clients): {ceiling['per_second']} req/s, p50 {ceiling['p50_ms']} ms, "
                   f"p99 {ceiling['p99_ms']} ms")
             print(f"mixed p99 by kind: {mixed['p99_ms_by_kind']}")
             print(f"mixed       ({clients} clients): {mixed['per_second']} req/s, p50 {mixed['p50_ms']} ms, "
                   f"p99 {mixed['p99_ms']} ms, errors {mixed['errors']}   mixed / health = "
                   f"{mixed['per_second'] / ceiling['per_second']:.2f}")
+            print(f"mixed, a plain user (ownership checked on every read, every change audited): "
+                  f"{as_user['per_second']} req/s, p50 {as_user['p50_ms']} ms, p99 {as_user['p99_ms']} ms, "
+                  f"errors {as_user['errors']}   user / admin = {as_user['per_second'] / mixed['per_second']:.2f}")
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -191,10 +202,11 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"quick": args.quick, "vms": vms, "list_api_s": round(api_s, 4),
                                "list_raw_s": round(floor_s, 4), "list_ratio": round(api_s / floor_s, 2),
-                               "health": ceiling, "mixed": mixed}, indent=2) + "\n")
+                               "health": ceiling, "mixed": mixed, "mixed_user": as_user}, indent=2) + "\n")
     print(f"wrote {out}")
-    if mixed["errors"]:
-        raise SystemExit(f"{mixed['errors']} requests failed: {mixed['first_errors']}")
+    for run in (mixed, as_user):
+        if run["errors"]:
+            raise SystemExit(f"{run['errors']} requests failed: {run['first_errors']}")
 
 
 if __name__ == "__main__":

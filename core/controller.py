@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import Callable
 
+from .actions.datastores import overlap
 from .clock import Clock
 from .entities import ON_HOST, TRANSIENT, VM, Datastore, Host, HostState, VmState as S
 from .errors import CoreError
@@ -32,6 +34,7 @@ class Settings:
     error_after: int = 3  # consecutive failed monitors before a host is in ERROR
     resubmit_on_host_error: bool = True
     schedule_batch: int = 5000
+    quarantine_days: float = 7.0  # orphan disks wait this long in <datastore>/quarantine before deletion
 
 
 class Controller:
@@ -83,25 +86,49 @@ class Controller:
         return decisions
 
     def sweep_orphans(self) -> list[str]:
-        """Disks no VM owns and domains no VM owns are removed; nothing else is touched."""
+        """Disks and domains no live VM owns. Disks are never deleted here: they move to the
+        datastore's quarantine, deleted after `quarantine_days`; a VM that exists (on any datastore)
+        keeps its disks wherever they are. A datastore that shares or nests a directory with another
+        is not swept at all (its "orphans" may be the other's disks)."""
         decisions = []
         with self.store.read() as tx:
             datastores = self.store.datastores.where(tx, "kind = ?", ("system",))
+            every_store = self.store.datastores.where(tx)
             hosts = self.store.hosts.where(tx, "state IN (?, ?)", (HostState.MONITORED, HostState.DISABLED))
             owners = {r[0]: (r[1], r[2], r[3]) for r in tx.execute(
                 "SELECT id, state, host_id, datastore_id FROM vms WHERE state <> ?", (S.DONE,)).all()}
             targets = {vm.id: vm.target_host_id for vm in self.store.vms.where(tx, "state = ?", (S.MIGRATE,))}
+        wall = self.clock.wall()
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(wall))
+        expired = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(wall - self.settings.quarantine_days * 86400))
         for ds in datastores:
+            shared_with = [o.name for o in every_store if o.id != ds.id and overlap(o.path, ds.path)]
+            if shared_with:
+                decisions.append(f"datastore {ds.name}: shares its directory with {', '.join(shared_with)}; "
+                                 "not swept (see docs/runbooks/orphan-disks.md)")
+                continue
             backend = self.backend_for(ds)
-            for vm_id in backend.vm_ids_with_disks(ds.path):
-                owner = owners.get(vm_id)
-                if owner is None or owner[2] != ds.id:
-                    backend.delete_vm_disks(ds.path, vm_id)
-                    decisions.append(f"deleted orphan disks of VM {vm_id} on datastore {ds.name}")
+            try:
+                for vm_id in backend.vm_ids_with_disks(ds.path):
+                    owner = owners.get(vm_id)
+                    if owner is not None:
+                        if owner[2] != ds.id:
+                            decisions.append(f"VM {vm_id} has disks on datastore {ds.name} but lives on datastore "
+                                             f"{owner[2]}; left alone")
+                        continue
+                    moved = backend.quarantine_vm_disks(ds.path, vm_id, stamp)
+                    if moved:
+                        decisions.append(f"moved orphan disks of VM {vm_id} on datastore {ds.name} to {moved}")
+                for removed in backend.purge_quarantine(ds.path, expired):
+                    decisions.append(f"deleted {removed}: in quarantine for {self.settings.quarantine_days:g} days")
+                for removed in backend.remove_partial_disks(ds.path):
+                    decisions.append(f"removed the partial disk {removed}")
+            except (DriverError, OSError) as exc:
+                decisions.append(f"datastore {ds.name}: cannot sweep ({exc}); left alone")
         for host in hosts:
             try:
                 domains = self.hypervisor_for(host).domains()
-            except DriverError as exc:
+            except (DriverError, OSError) as exc:
                 decisions.append(f"host {host.name}: cannot list domains ({exc}); left alone")
                 continue
             for name in domains:
@@ -111,7 +138,11 @@ class Controller:
                 vm_id = int(match.group(1))
                 owner = owners.get(vm_id)
                 if owner is None or (owner[1] != host.id and targets.get(vm_id) != host.id):
-                    self.hypervisor_for(host).ensure_absent(name)
+                    try:
+                        self.hypervisor_for(host).ensure_absent(name)
+                    except (DriverError, OSError) as exc:
+                        decisions.append(f"host {host.name}: cannot remove domain {name} ({exc}); left alone")
+                        continue
                     decisions.append(f"removed domain {name} from host {host.name}: no VM owns it there")
         return decisions
 
@@ -135,6 +166,10 @@ class Controller:
             vm.failed_in, vm.state, vm.error = state, S.FAILED, str(exc)[:500]
             reason = f"{state} failed: {exc}"
             log.warning("VM %d: %s", vm.id, reason)
+        except Exception as exc:  # a bug in one VM's step must not stall every other VM's
+            log.exception("VM %d: %s step raised", vm.id, state)
+            vm.failed_in, vm.state, vm.error = state, S.FAILED, f"internal error: {exc.__class__.__name__}: {exc}"[:500]
+            reason = f"{state} failed: internal error"
         return self._save(vm, reason)
 
     def _save(self, vm: VM, reason: str) -> VM | None:
@@ -171,6 +206,10 @@ class Controller:
             disk["path"] = path
 
     def domain_spec(self, vm: VM) -> DomainSpec:
+        missing = [d.get("target") or str(i) for i, d in enumerate(vm.disks) if not d.get("path")]
+        if missing:
+            raise CoreError("STATE_INVALID", f"VM {vm.id}'s disk(s) {', '.join(missing)} have no path: its PROLOG "
+                            "never completed; recover --retry prepares them", vm_id=vm.id)
         return DomainSpec(
             name=vm.domain_name, vcpu=vm.vcpu, memory_mb=vm.memory,
             disks=tuple(DiskSpec(d["path"], d.get("target") or f"vd{chr(97 + i)}") for i, d in enumerate(vm.disks)),
@@ -202,7 +241,7 @@ class Controller:
                 disk.pop("path", None)
         if vm.intent == "done":
             with self.store.transaction() as tx:
-                tx.execute("DELETE FROM leases WHERE vm_id = ?", (vm.id,))
+                self.store.leases.release_vm(tx, vm.id)
 
     def _migrate(self, vm: VM) -> None:
         with self.store.read() as tx:
@@ -254,12 +293,11 @@ class Controller:
 
     # -- monitoring ------------------------------------------------------------------------------
     def monitor_hosts(self, force: bool = False) -> int:
-        now = self.clock.now()
+        now = self.clock.wall()  # persisted and compared on whichever node runs the manager next
         with self.store.read() as tx:
             hosts = self.store.hosts.where(tx, "state <> ?", (HostState.OFFLINE,))
             datastores = self.store.datastores.where(tx)
-        due = [h for h in hosts if force or now - h.monitored_at >= self.settings.monitor_interval
-               or h.state == HostState.INIT]
+        due = [h for h in hosts if force or h.state == HostState.INIT or self._due(now - h.monitored_at)]
         for host in due:
             self._monitor_host(host, now)
         if force or due:
@@ -274,6 +312,11 @@ class Controller:
                     current.total_mb, current.free_mb, current.monitored_at = total, free, now
                     self.store.datastores.update(tx, current)
         return len(due)
+
+    def _due(self, age: float) -> bool:
+        # A time in the future (a clock stepped back, a peer's clock ahead) counts as due, or a
+        # host would never be monitored again.
+        return age >= self.settings.monitor_interval or age < -self.settings.monitor_interval
 
     def _monitor_host(self, host: Host, now: float) -> None:
         try:

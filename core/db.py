@@ -17,7 +17,20 @@ DIALECT = {
     "mysql": {"pk": "BIGINT PRIMARY KEY AUTO_INCREMENT", "text": "MEDIUMTEXT", "name": "VARCHAR(255)"},
 }
 
-MIGRATIONS: list[tuple[int, list[str]]] = [
+def _user_bodies_with_roles(tx: "Tx") -> None:
+    """Migration 2: every user's JSON body says its role and group (the body is what the API returns)."""
+    import json
+
+    for ident, role, group_id, body in tx.execute("SELECT id, role, group_id, body FROM users").all():
+        data = json.loads(body)
+        data.pop("admin", None)
+        data.update(role=role, group_id=group_id)
+        tx.execute("UPDATE users SET body = ? WHERE id = ?", (json.dumps(data, separators=(",", ":"),
+                                                                          sort_keys=True), ident))
+
+
+# A step is SQL (with {pk}, {text}, {name} for the dialect) or a function of the transaction.
+MIGRATIONS: list[tuple[int, list[Any]]] = [
     (1, [
         "CREATE TABLE users (id {pk}, name {name} NOT NULL UNIQUE, token_hash CHAR(64) NOT NULL UNIQUE, "
         "admin INTEGER NOT NULL, body {text} NOT NULL)",
@@ -39,6 +52,35 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "CREATE TABLE vm_history (id {pk}, vm_id BIGINT NOT NULL, at DOUBLE PRECISION NOT NULL, "
         "from_state VARCHAR(16) NOT NULL, to_state VARCHAR(16) NOT NULL, reason {text} NOT NULL)",
         "CREATE INDEX vm_history_vm ON vm_history (vm_id)",
+    ]),
+    # Authorization and audit: users get a role and a group, tokens become named rows with an
+    # expiry (the users' one token each moves there as "initial"), images and VMs an owner's group.
+    (2, [
+        "CREATE TABLE user_groups (id {pk}, name {name} NOT NULL UNIQUE, body {text} NOT NULL)",
+        "CREATE TABLE tokens (id {pk}, user_id BIGINT NOT NULL, name {name} NOT NULL, "
+        "token_hash CHAR(64) NOT NULL UNIQUE, created_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION, "
+        "revoked_at DOUBLE PRECISION, last_used_at DOUBLE PRECISION)",
+        "CREATE INDEX tokens_user ON tokens (user_id)",
+        "INSERT INTO tokens (user_id, name, token_hash, created_at) SELECT id, 'initial', token_hash, 0 FROM users",
+        "CREATE TABLE users_v2 (id {pk}, name {name} NOT NULL UNIQUE, role VARCHAR(16) NOT NULL, "
+        "group_id BIGINT NOT NULL, body {text} NOT NULL)",
+        "INSERT INTO users_v2 (id, name, role, group_id, body) "
+        "SELECT id, name, CASE WHEN admin = 1 THEN 'admin' ELSE 'user' END, 0, body FROM users",
+        "DROP TABLE users",
+        "ALTER TABLE users_v2 RENAME TO users",
+        "ALTER TABLE images ADD COLUMN owner_id BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE images ADD COLUMN group_id BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE images ADD COLUMN shared INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE images ADD COLUMN public INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE vms ADD COLUMN group_id BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE vms ADD COLUMN shared INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX vms_owner ON vms (owner_id)",
+        "CREATE INDEX images_owner ON images (owner_id)",
+        "CREATE TABLE audit (id {pk}, at DOUBLE PRECISION NOT NULL, user_id BIGINT, user_name {name} NOT NULL, "
+        "method VARCHAR(8) NOT NULL, path VARCHAR(512) NOT NULL, operation VARCHAR(64) NOT NULL, "
+        "entity VARCHAR(16) NOT NULL, entity_id BIGINT, status INTEGER NOT NULL, code VARCHAR(32) NOT NULL)",
+        "CREATE INDEX audit_at ON audit (at)",
+        _user_bodies_with_roles,
     ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -261,7 +303,10 @@ def migrate(db: Database) -> int:
             continue
         with db.transaction() as tx:
             for statement in statements:
-                tx.execute(statement.format(**DIALECT[db.dialect]))
+                if callable(statement):
+                    statement(tx)
+                else:
+                    tx.execute(statement.format(**DIALECT[db.dialect]))
             tx.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
         applied += 1
     return applied

@@ -59,12 +59,25 @@ class Entity:
 
 
 @dataclass
-class Cluster(Entity):
+class Owned(Entity):
+    """Every entity but a user has an owner and a group (authorization, core/authz.py).
+
+    `shared`: members of the group may read and use it (images, VMs); only the owner or an
+    administrator changes or deletes it. Owner 0 is the system (rows made before users existed).
+    """
+
+    owner_id: int = 0
+    group_id: int = 0
+    shared: bool = False
+
+
+@dataclass
+class Cluster(Owned):
     pass
 
 
 @dataclass
-class Host(Entity):
+class Host(Owned):
     driver: str = "libvirt"
     uri: str = ""
     cluster_id: int | None = None
@@ -75,11 +88,11 @@ class Host(Entity):
     attributes: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     failures: int = 0
-    monitored_at: float = 0.0
+    monitored_at: float = 0.0  # wall clock (UTC epoch): compared on whichever node runs the manager
 
 
 @dataclass
-class Datastore(Entity):
+class Datastore(Owned):
     backend: str = "qcow2"
     kind: str = "system"  # system (running VM disks) or image
     path: str = ""
@@ -91,13 +104,14 @@ class Datastore(Entity):
 
 
 @dataclass
-class Image(Entity):
+class Image(Owned):
     datastore_id: int = 0
     path: str = ""
     format: str = "qcow2"
     size_mb: int = 0  # virtual size
     persistent: bool = False
     state: str = "READY"
+    public: bool = False  # every user may read and use it (an administrator's base images)
 
 
 @dataclass
@@ -107,7 +121,7 @@ class AddressRange:
 
 
 @dataclass
-class VNet(Entity):
+class VNet(Owned):
     bridge: str = ""
     mac_prefix: str = "02:00"
     ranges: list[dict[str, Any]] = field(default_factory=list)  # AddressRange as dicts
@@ -115,8 +129,7 @@ class VNet(Entity):
 
 
 @dataclass
-class VM(Entity):
-    owner_id: int = 0
+class VM(Owned):
     state: str = VmState.PENDING
     cpu: float = 1.0  # share of physical cores the scheduler reserves
     vcpu: int = 1
@@ -147,5 +160,15 @@ class VM(Entity):
 
 
 @dataclass
+class Group(Entity):
+    pass
+
+
+@dataclass
 class User(Entity):
-    admin: bool = False
+    role: str = "user"  # admin, user or auditor (core/authz.py)
+    group_id: int = 0
+
+    @property
+    def admin(self) -> bool:
+        return self.role == "admin"

@@ -23,6 +23,10 @@ Vars = Mapping[str, Any]
 Compiled = Callable[[Vars], Any]
 
 MAX_LENGTH = 1024
+# Parentheses nest at most this deep. With chains of operators evaluated flat, this bounds the
+# recursion of parsing and evaluation alike far below Python's limit (1,000 nested parentheses
+# or `!` raised RecursionError, a 500 from the API).
+MAX_DEPTH = 32
 _TOKEN = re.compile(r"""\s*(?:(?P<num>\d+(?:\.\d+)?)|(?P<str>"[^"\n]*")|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|
                         (?P<op>!=|>=|<=|[=<>&|!()+\-*/]))""", re.X)
 
@@ -128,6 +132,7 @@ class _Parser:
         self.negated = 0
         self.moving_refs = 0
         self.falling_refs = 0
+        self.depth = 0
 
     def peek(self) -> tuple[str, str, int]:
         return self.tokens[self.index]
@@ -165,13 +170,18 @@ class _Parser:
         return lambda v, ps=tuple(parts): all(p(v) for p in ps)
 
     def not_(self) -> Compiled:
-        if self.peek()[1] == "!" and self.peek()[0] == "op":
+        count = 0
+        while self.peek()[1] == "!" and self.peek()[0] == "op":  # a chain of `!` is one negation or none
             self.take()
-            self.negated += 1
-            inner = self.not_()
-            self.negated -= 1
+            count += 1
+        if not count:
+            return self.cmp()
+        self.negated += 1
+        inner = self.cmp()
+        self.negated -= 1
+        if count % 2:
             return lambda v: not bool(inner(v))
-        return self.cmp()
+        return lambda v: bool(inner(v))
 
     def cmp(self) -> Compiled:
         left = self.sum()
@@ -194,13 +204,25 @@ class _Parser:
         return left
 
     def _arithmetic(self, ops: tuple[str, str], operand) -> Compiled:
-        """Left-associative chain of `operand (op operand)*` for one precedence level."""
-        node = operand()
+        """Left-associative chain of `operand (op operand)*` for one precedence level, evaluated in a
+        loop: a long chain costs no recursion."""
+        first = operand()
+        rest = []
         while self.peek()[0] == "op" and self.peek()[1] in ops:
             op = self.take()[1]
-            right = operand()
-            node = (lambda l, r, o: lambda v: _arith(o, l(v), r(v)))(node, right, op)
-        return node
+            rest.append((op, operand()))
+        if not rest:
+            return first
+        if len(rest) == 1:
+            (op, right), = rest
+            return lambda v: _arith(op, first(v), right(v))
+
+        def chain(v, first=first, rest=tuple(rest)):
+            value = first(v)
+            for op, right in rest:
+                value = _arith(op, value, right(v))
+            return value
+        return chain
 
     def sum(self) -> Compiled:
         return self._arithmetic(("+", "-"), self.term)
@@ -209,11 +231,16 @@ class _Parser:
         return self._arithmetic(("*", "/"), self.unary)
 
     def unary(self) -> Compiled:
-        if self.peek()[1] == "-" and self.peek()[0] == "op":
+        count = 0
+        while self.peek()[1] == "-" and self.peek()[0] == "op":  # `--x` is x: one closure at most
             self.take()
-            inner = self.unary()
+            count += 1
+        inner = self.atom()
+        if count % 2:
             return lambda v: _arith("-", 0.0, inner(v))
-        return self.atom()
+        if count:
+            return lambda v: _arith("+", 0.0, inner(v))
+        return inner
 
     def atom(self) -> Compiled:
         kind, value, pos = self.take()
@@ -233,8 +260,12 @@ class _Parser:
             lookup.variable = value
             return lookup
         if value == "(":
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise ExpressionError(f"parentheses nested deeper than {MAX_DEPTH}", pos)
             node = self.or_()
             self.take(")")
+            self.depth -= 1
             return node
         raise ExpressionError(f"unexpected {value or 'end of expression'!r}", pos)
 

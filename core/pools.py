@@ -5,7 +5,7 @@ import time
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
 from .db import Database, Tx
-from .entities import VM, Cluster, Datastore, Entity, Host, Image, User, VNet
+from .entities import VM, Cluster, Datastore, Entity, Group, Host, Image, User, VNet, VmState
 from .errors import CoreError, not_found
 
 T = TypeVar("T", bound=Entity)
@@ -86,6 +86,106 @@ class VmPool(Pool[VM]):
                           (vm_id,)).all()
         return [{"at": r[0], "from": r[1], "to": r[2], "reason": r[3]} for r in rows]
 
+    def live_ids_on_host(self, tx: Tx, host_id: int) -> list[int]:
+        return [r[0] for r in tx.execute("SELECT id FROM vms WHERE host_id = ? AND state <> ?",
+                                         (host_id, VmState.DONE)).all()]
+
+    def live_count_on_datastore(self, tx: Tx, ds_id: int) -> int:
+        return tx.execute("SELECT COUNT(*) FROM vms WHERE datastore_id = ? AND state <> ?",
+                          (ds_id, VmState.DONE)).one()[0]
+
+    def users_of_image(self, tx: Tx, image_id: int) -> list[int]:
+        return [vm.id for vm in self.where(tx, "state <> ?", (VmState.DONE,))
+                if any(d.get("image_id") == image_id for d in vm.disks)]
+
+    def live_count_of_owner(self, tx: Tx, owner_id: int) -> int:
+        return tx.execute("SELECT COUNT(*) FROM vms WHERE owner_id = ? AND state <> ?",
+                          (owner_id, VmState.DONE)).one()[0]
+
+
+class LeasePool:
+    """Addresses handed out on virtual networks: (vnet, ip) -> VM."""
+
+    def taken(self, tx: Tx, vnet_id: int) -> set[str]:
+        return {r[0] for r in tx.execute("SELECT ip FROM leases WHERE vnet_id = ?", (vnet_id,)).all()}
+
+    def add(self, tx: Tx, vnet_id: int, ip: str, vm_id: int) -> None:
+        tx.execute("INSERT INTO leases (vnet_id, ip, vm_id) VALUES (?, ?, ?)", (vnet_id, ip, vm_id))
+
+    def of_vnet(self, tx: Tx, vnet_id: int) -> list[dict[str, Any]]:
+        rows = tx.execute("SELECT ip, vm_id FROM leases WHERE vnet_id = ? ORDER BY ip", (vnet_id,)).all()
+        return [{"ip": r[0], "vm_id": r[1]} for r in rows]
+
+    def count(self, tx: Tx, vnet_id: int) -> int:
+        return tx.execute("SELECT COUNT(*) FROM leases WHERE vnet_id = ?", (vnet_id,)).one()[0]
+
+    def release_vm(self, tx: Tx, vm_id: int) -> None:
+        tx.execute("DELETE FROM leases WHERE vm_id = ?", (vm_id,))
+
+    def orphans(self, tx: Tx) -> list[tuple[int, str, int]]:
+        """Leases whose VM is DONE or gone (an invariant says there are none)."""
+        return [tuple(r) for r in tx.execute(
+            "SELECT l.vnet_id, l.ip, l.vm_id FROM leases l LEFT JOIN vms v ON v.id = l.vm_id "
+            "WHERE v.id IS NULL OR v.state = ?", (VmState.DONE,)).all()]
+
+
+TOKEN_COLUMNS = ("id", "user_id", "name", "created_at", "expires_at", "revoked_at", "last_used_at")
+
+
+class TokenPool:
+    """API tokens: only a SHA-256 of each is stored; the secret is shown once, at creation."""
+
+    def insert(self, tx: Tx, user_id: int, name: str, token_hash: str, created_at: float,
+               expires_at: float | None) -> int:
+        tx.execute("INSERT INTO tokens (user_id, name, token_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                   (user_id, name, token_hash, created_at, expires_at))
+        return tx.lastrowid
+
+    def by_hash(self, tx: Tx, token_hash: str) -> dict[str, Any] | None:
+        row = tx.execute(f"SELECT {', '.join(TOKEN_COLUMNS)} FROM tokens WHERE token_hash = ?", (token_hash,)).one()
+        return dict(zip(TOKEN_COLUMNS, row)) if row else None
+
+    def get(self, tx: Tx, ident: int) -> dict[str, Any] | None:
+        row = tx.execute(f"SELECT {', '.join(TOKEN_COLUMNS)} FROM tokens WHERE id = ?", (ident,)).one()
+        return dict(zip(TOKEN_COLUMNS, row)) if row else None
+
+    def page(self, tx: Tx, after: int, limit: int, user_id: int | None) -> tuple[list[dict[str, Any]], int | None]:
+        condition, params = ("user_id = ?", (user_id,)) if user_id is not None else ("1 = 1", ())
+        rows = tx.execute(f"SELECT {', '.join(TOKEN_COLUMNS)} FROM tokens WHERE id > ? AND {condition} "
+                          "ORDER BY id LIMIT ?", (after, *params, limit + 1)).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [dict(zip(TOKEN_COLUMNS, r)) for r in rows], (rows[-1][0] if more else None)
+
+    def revoke(self, tx: Tx, ident: int, at: float) -> None:
+        tx.execute("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (at, ident))
+
+    def revoke_user(self, tx: Tx, user_id: int, at: float) -> None:
+        tx.execute("UPDATE tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL", (at, user_id))
+
+    def used(self, tx: Tx, ident: int, at: float) -> None:
+        tx.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (at, ident))
+
+
+AUDIT_COLUMNS = ("id", "at", "user_id", "user_name", "method", "path", "operation", "entity", "entity_id", "status",
+                 "code")
+
+
+class AuditPool:
+    """Who did what, when, with what result: one row per state-changing request. Never a secret."""
+
+    def insert(self, tx: Tx, record: dict[str, Any]) -> None:
+        names = AUDIT_COLUMNS[1:]
+        tx.execute(f"INSERT INTO audit ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                   [record.get(n) for n in names])
+
+    def page(self, tx: Tx, since: float, after: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+        rows = tx.execute(f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit WHERE id > ? AND at >= ? ORDER BY id "
+                          "LIMIT ?", (after, since, limit + 1)).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [dict(zip(AUDIT_COLUMNS, r)) for r in rows], (rows[-1][0] if more else None)
+
 
 class Store:
     """Every pool over one database."""
@@ -96,10 +196,18 @@ class Store:
         self.hosts = Pool("hosts", Host, "host", {"state": lambda h: h.state, "cluster_id": lambda h: h.cluster_id})
         self.datastores = Pool("datastores", Datastore, "datastore", {"kind": lambda d: d.kind})
         self.images = Pool("images", Image, "image", {"datastore_id": lambda i: i.datastore_id,
-                                                      "state": lambda i: i.state})
+                                                      "state": lambda i: i.state, "owner_id": lambda i: i.owner_id,
+                                                      "group_id": lambda i: i.group_id,
+                                                      "shared": lambda i: int(i.shared),
+                                                      "public": lambda i: int(i.public)})
         self.vnets = Pool("vnets", VNet, "vnet", {})
-        self.users = Pool("users", User, "user", {})
-        self.vms = VmPool("vms", VM, "vm", {"owner_id": lambda v: v.owner_id, "state": lambda v: v.state,
+        self.users = Pool("users", User, "user", {"role": lambda u: u.role, "group_id": lambda u: u.group_id})
+        self.groups = Pool("user_groups", Group, "group", {})
+        self.tokens = TokenPool()
+        self.audit = AuditPool()
+        self.leases = LeasePool()
+        self.vms = VmPool("vms", VM, "vm", {"owner_id": lambda v: v.owner_id, "group_id": lambda v: v.group_id,
+                                            "shared": lambda v: int(v.shared), "state": lambda v: v.state,
                                             "host_id": lambda v: v.host_id, "datastore_id": lambda v: v.datastore_id,
                                             "version": lambda v: v.version, "cpu": lambda v: v.cpu_units,
                                             "memory": lambda v: v.memory,

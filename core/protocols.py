@@ -97,6 +97,24 @@ class Backend(Protocol):
     def capacity(self, datastore_path: str) -> tuple[int, int]:
         """(total MiB, free MiB) of the datastore."""
 
+    def remove_partial_images(self, datastore_path: str) -> list[str]:
+        """Delete images left half-written by a crash (qcow2: images/<id>.qcow2.tmp); returns the paths
+        removed. Call only while nothing imports into the datastore (start-up)."""
+
+    def remove_partial_disks(self, datastore_path: str) -> list[str]:
+        """Delete VM disks left half-written by a crash (qcow2: vms/<id>/disk.<n>.qcow2.tmp); returns
+        the paths removed. Call only while nothing clones into the datastore (start-up)."""
+
+    def quarantine_vm_disks(self, datastore_path: str, vm_id: int, stamp: str) -> str:
+        """Move a VM's disks aside instead of deleting them (stamp: UTC, like 20261129T041500Z); returns
+        where they went, or "" when the VM has no disks here."""
+
+    def quarantined(self, datastore_path: str) -> list[tuple[int, str, str]]:
+        """(vm id, stamp, path) of each quarantined entry."""
+
+    def purge_quarantine(self, datastore_path: str, older_than: str) -> list[str]:
+        """Delete quarantined entries stamped before `older_than`; returns their paths."""
+
 
 class DriverError(Exception):
     """A hypervisor or backend refused or failed; the message says why."""

@@ -2,17 +2,40 @@
 
 Layout: <datastore>/images/<image id>.qcow2 and <datastore>/vms/<vm id>/disk.<n>.qcow2.
 Every write goes to a temporary name first and is renamed into place, so a crash leaves a
-complete file or no file, never a half-made overlay that looks valid.
+complete file or no file, never a half-made overlay that looks valid. A crash between the two
+leaves `<name>.tmp`; remove_partial_images/remove_partial_disks clear those at start-up.
+
+Orphan sweeps quarantine a VM's directory (<datastore>/quarantine/<vm id>-<UTC stamp>) instead of
+deleting it, so a wrong sweep can be undone until purge_quarantine runs.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
+import subprocess
+from datetime import datetime
+from typing import Any, Callable
 
 from appliance.core.protocols import DriverError
 from appliance.core.runner import CommandFailed, Runner
 
 SNAPSHOT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# Canonical decimal only: "007" or a Unicode digit would alias vms/7 and make a sweep act on VM 7.
+VM_DIR = re.compile(r"0|[1-9][0-9]*")
+STAMP = re.compile(r"[0-9]{8}T[0-9]{6}Z")  # UTC, fixed width: string order is time order
+QUARANTINED = re.compile(r"(0|[1-9][0-9]*)-([0-9]{8}T[0-9]{6}Z)")
+PARTIAL_IMAGE = re.compile(r"[0-9]+\.qcow2\.tmp")
+PARTIAL_DISK = re.compile(r"[0-9]+/disk\.[0-9]+\.qcow2\.tmp")
+
+# Import safety. Formats that qemu-img may probe and that we accept; anything else (qcow, qed, luks,
+# dmg, parallels, ...) is refused rather than audited for ways to reference other files.
+IMPORT_FORMATS = frozenset({"raw", "qcow2", "vmdk", "vdi", "vpc", "vhdx"})
+MAX_CHAIN = 16  # images in a backing chain, the top one included
+INFO_TIMEOUT = 60.0  # s, one qemu-img info or stat: metadata only, generous for slow NFS
+CONVERT_TIMEOUT = 6 * 3600.0  # s, copying a large image; bounds a hang, not a normal import
+TIMED_OUT = 124  # the returncode LocalRunner and SshRunner give a command that hit its timeout
 
 
 # -- pure command builders -------------------------------------------------------------------------
@@ -24,12 +47,19 @@ def blank_cmd(target: str, size_mb: int) -> list[str]:
     return ["qemu-img", "create", "-q", "-f", "qcow2", target, f"{size_mb}M"]
 
 
-def convert_cmd(source: str, target: str) -> list[str]:
-    return ["qemu-img", "convert", "-O", "qcow2", source, target]
+def convert_cmd(source: str, target: str, source_format: str | None = None) -> list[str]:
+    # -f: the format the safety check saw, so qemu-img does not probe again (and maybe differently).
+    fmt = ["-f", source_format] if source_format else []
+    return ["qemu-img", "convert", *fmt, "-O", "qcow2", source, target]
 
 
-def info_cmd(path: str) -> list[str]:
-    return ["qemu-img", "info", "--output=json", "--force-share", path]
+def info_cmd(path: str, fmt: str | None = None) -> list[str]:
+    return ["qemu-img", "info", "--output=json", "--force-share", *(["-f", fmt] if fmt else []), path]
+
+
+def stat_mode_cmd(path: str) -> list[str]:
+    # %f: the raw st_mode in hex, which unlike %F does not depend on the locale.
+    return ["stat", "-L", "--format=%f", "--", path]
 
 
 def resize_cmd(path: str, size_mb: int) -> list[str]:
@@ -48,24 +78,130 @@ def capacity_cmd(path: str) -> list[str]:
     return ["df", "--block-size=1M", "--output=size,avail", path]
 
 
+# -- pure checks ------------------------------------------------------------------------------------
+def file_kind(mode: int) -> str:
+    """What st_mode describes, in words for an error message."""
+    for test, name in ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISLNK, "symbolic link")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def check_stamp(stamp: str) -> str:
+    """A UTC stamp like 20261129T041500Z, or DriverError: it becomes part of a path."""
+    if not isinstance(stamp, str) or not STAMP.fullmatch(stamp):
+        raise DriverError(f"stamp {stamp!r} must look like 20261129T041500Z (UTC)")
+    try:
+        datetime.strptime(stamp, "%Y%m%dT%H%M%SZ")
+    except ValueError:
+        raise DriverError(f"stamp {stamp!r} is not a valid date and time") from None
+    return stamp
+
+
+def plain_name(name: Any) -> bool:
+    """True for a name qemu takes as a plain file: not a protocol (nbd:, http:, ssh:, file:, ...) nor a
+    json: pseudo-filename, which qemu recognises by a ':' before the first '/'; no control characters."""
+    return isinstance(name, str) and bool(name) and ":" not in name.split("/", 1)[0] and \
+        not any(ord(c) < 32 or ord(c) == 127 for c in name)
+
+
+def path_problems(name: Any, what: str, allowed: Callable[[str], bool]) -> list[str]:
+    """Why qemu-img must not open `name` as a file for an import: not a plain_name, or a path whose
+    real location (symlinks and '..' resolved) `allowed` rejects."""
+    if not plain_name(name):
+        return [f"{what} {name!r} is not a plain file name (a protocol or pseudo-filename?)"]
+    real = os.path.realpath(name)
+    if not allowed(real):
+        shown = name if real == name else f"{name} (really {real})"
+        return [f"{what} {shown} is outside the allowed import directories"]
+    return []
+
+
+def chain_problems(chain_json: str | list | dict, allowed: Callable[[str], bool]) -> list[str]:
+    """Why an image whose backing chain is `chain_json` (qemu-img info --backing-chain --output=json,
+    as text or parsed; a single image's dict will do) must not be imported; [] when it may be.
+
+    Every file qemu-img would read for it must be a plain path that `allowed` accepts after
+    os.path.realpath: each image, each backing name (also when the chain stops before it), each vmdk
+    extent. External qcow2 data files, unknown formats and chains over MAX_CHAIN images are refused.
+    Relative names resolve against the current directory, as qemu-img run here would resolve them."""
+    try:
+        chain = json.loads(chain_json) if isinstance(chain_json, (str, bytes)) else chain_json
+    except ValueError:
+        return ["qemu-img info did not give JSON"]
+    if isinstance(chain, dict):
+        chain = [chain]
+    if not isinstance(chain, list) or not chain or not all(isinstance(e, dict) for e in chain):
+        return ["qemu-img info did not describe an image"]
+    problems: list[str] = []
+    last = chain[-1]
+    length = len(chain) + (1 if last.get("backing-filename") or last.get("full-backing-filename") else 0)
+    if length > MAX_CHAIN:
+        problems.append(f"backing chain has more than {MAX_CHAIN} images")
+    for depth, entry in enumerate(chain):
+        name = entry.get("filename")
+        what = "image" if depth == 0 else "backing file"
+        problems += path_problems(name, what, allowed)
+        label = name if isinstance(name, str) else what
+        fmt = entry.get("format")
+        if fmt not in IMPORT_FORMATS:
+            problems.append(f"{what} {label} has format {fmt!r}; importable: {', '.join(sorted(IMPORT_FORMATS))}")
+        specific = entry.get("format-specific")
+        data = specific.get("data") if isinstance(specific, dict) else None
+        data = data if isinstance(data, dict) else {}
+        if "data-file" in data:
+            problems.append(f"{what} {label} keeps its data in an external file {data['data-file']}")
+        for extent in data.get("extents") or []:
+            extent_name = extent.get("filename") if isinstance(extent, dict) else None
+            problems += path_problems(extent_name, f"extent of {label}", allowed)
+        backing, full = entry.get("backing-filename"), entry.get("full-backing-filename")
+        if backing is None and full is None:
+            continue
+        bad = [n for n in (backing, full) if n is not None and not plain_name(n)]
+        if bad:
+            problems.append(f"backing file {bad[0]!r} of {label} is not a plain file name "
+                            "(a protocol or pseudo-filename?)")
+        else:
+            if not full:  # qemu names a relative backing file relative to the image that refers to it
+                full = backing if backing.startswith("/") or not isinstance(name, str) else \
+                    os.path.join(os.path.dirname(name), backing)
+            problems += path_problems(full, f"backing file of {label}:", allowed)
+        backing_fmt = entry.get("backing-filename-format")
+        if backing_fmt is not None and backing_fmt not in IMPORT_FORMATS:
+            problems.append(f"backing file of {label} has format {backing_fmt!r}")
+    return list(dict.fromkeys(problems))  # one message per problem, in order
+
+
 class Qcow2Backend:
-    def __init__(self, runner: Runner):
+    def __init__(self, runner: Runner, info_timeout: float = INFO_TIMEOUT, convert_timeout: float = CONVERT_TIMEOUT):
         self.runner = runner
+        self.info_timeout = info_timeout
+        self.convert_timeout = convert_timeout
 
-    def _run(self, argv: list[str]) -> str:
+    def _run(self, argv: list[str], timeout: float | None = None) -> str:
         try:
-            return self.runner.run(argv).stdout
+            return self.runner.run(argv, timeout=timeout).stdout
         except CommandFailed as exc:
+            if timeout is not None and exc.result.returncode == TIMED_OUT:
+                raise DriverError(f"`{exc.result.argv}` timed out after {timeout:g} s") from None
             raise DriverError(str(exc)) from None
+        except (subprocess.TimeoutExpired, TimeoutError):  # a runner that raises instead of returning 124
+            raise DriverError(f"`{' '.join(argv)}` timed out after {timeout} s") from None
 
-    def _into_place(self, build: list[str], tmp: str, target: str) -> None:
+    def _into_place(self, build: list[str], tmp: str, target: str, timeout: float | None = None) -> None:
         self._run(["mkdir", "-p", target.rsplit("/", 1)[0]])
         try:
-            self._run(build)
+            self._run(build, timeout=timeout)
             self._run(["mv", "-f", "--", tmp, target])
         except DriverError:
             self.runner.run(["rm", "-f", "--", tmp], check=False)
             raise
+
+    def _names(self, argv: list[str]) -> list[str]:
+        """The NUL-separated names a find -printf '...\\0' prints; none when the directory is missing."""
+        return [n for n in self.runner.run(argv, check=False).stdout.split("\0") if n]
 
     def disk_path(self, datastore_path: str, vm_id: int, index: int) -> str:
         return f"{datastore_path}/vms/{int(vm_id)}/disk.{int(index)}.qcow2"
@@ -73,8 +209,8 @@ class Qcow2Backend:
     def image_path(self, datastore_path: str, image_id: int) -> str:
         return f"{datastore_path}/images/{int(image_id)}.qcow2"
 
-    def info(self, path: str) -> dict | None:
-        result = self.runner.run(info_cmd(path), check=False)
+    def info(self, path: str, timeout: float | None = None) -> dict | None:
+        result = self.runner.run(info_cmd(path), check=False, timeout=timeout)
         if not result.ok:
             return None
         return json.loads(result.stdout)
@@ -91,19 +227,131 @@ class Qcow2Backend:
         self._run(["rm", "-rf", "--", f"{datastore_path}/vms/{int(vm_id)}"])
 
     def vm_ids_with_disks(self, datastore_path: str) -> list[int]:
-        result = self.runner.run(["find", f"{datastore_path}/vms", "-mindepth", "1", "-maxdepth", "1", "-type", "d",
-                                  "-printf", "%f\\n"], check=False)
-        return sorted(int(name) for name in result.stdout.split() if name.isdigit())
+        # Only vms/<id>/ directly: quarantine/ is a sibling of vms/, never searched. NUL-separated, so
+        # a name with a space or newline cannot read as two ids.
+        names = self._names(["find", f"{datastore_path}/vms", "-mindepth", "1", "-maxdepth", "1", "-type", "d",
+                             "-printf", "%f\\0"])
+        return sorted(int(name) for name in names if VM_DIR.fullmatch(name))
 
-    def import_image(self, source: str, target: str) -> int:
-        if self.info(source) is None:
-            raise DriverError(f"{source} is not a readable disk image")
+    # -- import ----------------------------------------------------------------------------------------
+    def _require_regular_file(self, path: str, what: str) -> None:
+        # Before qemu-img opens it: opening a FIFO blocks until a writer comes, a device reads the host.
+        out = self._run(stat_mode_cmd(path), timeout=self.info_timeout).strip()
+        try:
+            mode = int(out, 16)
+        except ValueError:
+            raise DriverError(f"cannot tell what {what} {path} is (stat said {out!r})") from None
+        if not stat.S_ISREG(mode):
+            raise DriverError(f"{what} {path} is a {file_kind(mode)}, not a regular file")
+
+    def _layer(self, path: str, fmt: str | None) -> dict:
+        out = self._run(info_cmd(path, fmt), timeout=self.info_timeout)
+        try:
+            layer = json.loads(out)
+        except ValueError:
+            raise DriverError(f"qemu-img info gave no JSON for {path}") from None
+        if not isinstance(layer, dict):
+            raise DriverError(f"qemu-img info did not describe {path}")
+        return layer
+
+    def checked_chain(self, source: str, allowed: Callable[[str], bool] = lambda path: True) -> list[dict]:
+        """The backing chain of `source` (as qemu-img info --backing-chain lists it), checked with
+        chain_problems; DriverError naming the offending file when any check fails.
+
+        Walks one image at a time without --backing-chain: that option makes qemu-img open every
+        backing file before we see its name, so it would read outside files, connect to nbd:/http:
+        backing "files" and hang on a FIFO. Here each name is checked before anything opens it."""
+        problems = path_problems(source, "image", allowed)
+        if not problems and not source.startswith("/"):
+            problems = [f"image {source!r} must be an absolute path"]  # else qemu-img may take it for an option
+        if problems:
+            raise DriverError(f"refusing to import {source}: {'; '.join(problems)}")
+        chain: list[dict] = []
+        path, fmt = source, None
+        while True:
+            self._require_regular_file(path, "image" if not chain else "backing file")
+            chain.append(self._layer(path, fmt))
+            problems = chain_problems(chain, allowed)
+            if problems:
+                raise DriverError(f"refusing to import {source}: {'; '.join(problems)}")
+            top = chain[-1]
+            if not (top.get("backing-filename") or top.get("full-backing-filename")):
+                return chain
+            path = top.get("full-backing-filename") or top["backing-filename"]
+            fmt = top.get("backing-filename-format")  # what qemu-img convert will use; probes when absent
+
+    def import_image(self, source: str, target: str, allowed: Callable[[str], bool] = lambda path: True) -> int:
+        """Copy (flatten) `source` into `target` as qcow2; returns the virtual size in MiB.
+
+        `allowed(real_path)` says which files the import may read; every file of the source's chain
+        must pass it (see checked_chain). Every command has a timeout, so a file swapped for a FIFO
+        after the checks ends in DriverError, not a hung request."""
+        chain = self.checked_chain(source, allowed)
         tmp = f"{target}.tmp"
-        self._into_place(convert_cmd(source, tmp), tmp, target)
-        return self.virtual_size_mb(target)
+        self._into_place(convert_cmd(source, tmp, chain[0].get("format")), tmp, target, timeout=self.convert_timeout)
+        return self.virtual_size_mb(target, timeout=self.info_timeout)
 
-    def virtual_size_mb(self, path: str) -> int:
-        info = self.info(path)
+    def remove_partial_images(self, datastore_path: str) -> list[str]:
+        """Delete <ds>/images/<digits>.qcow2.tmp (an import or create that crashed before its rename);
+        returns the paths removed. Only when nothing is importing into this datastore (start-up)."""
+        names = self._names(["find", f"{datastore_path}/images", "-mindepth", "1", "-maxdepth", "1", "-type", "f",
+                             "-printf", "%f\\0"])
+        paths = sorted(f"{datastore_path}/images/{n}" for n in names if PARTIAL_IMAGE.fullmatch(n))
+        if paths:
+            self._run(["rm", "-f", "--", *paths])
+        return paths
+
+    def remove_partial_disks(self, datastore_path: str) -> list[str]:
+        """Delete <ds>/vms/<digits>/disk.<digits>.qcow2.tmp (a clone that crashed before its rename);
+        returns the paths removed. Only when nothing is cloning into this datastore (start-up)."""
+        names = self._names(["find", f"{datastore_path}/vms", "-mindepth", "2", "-maxdepth", "2", "-type", "f",
+                             "-printf", "%P\\0"])
+        paths = sorted(f"{datastore_path}/vms/{n}" for n in names if PARTIAL_DISK.fullmatch(n))
+        if paths:
+            self._run(["rm", "-f", "--", *paths])
+        return paths
+
+    # -- quarantine ------------------------------------------------------------------------------------
+    def quarantine_vm_disks(self, datastore_path: str, vm_id: int, stamp: str) -> str:
+        """Move <ds>/vms/<vm_id> to <ds>/quarantine/<vm_id>-<stamp> (stamp: UTC, 20261129T041500Z) and
+        return the new path; "" when the VM has no directory. Never moves into an existing entry."""
+        check_stamp(stamp)
+        if not isinstance(vm_id, int) or isinstance(vm_id, bool) or vm_id < 0:
+            raise DriverError(f"{vm_id!r} is not a VM id")
+        source = f"{datastore_path}/vms/{vm_id}"
+        if not self.runner.run(["test", "-d", source], check=False).ok:
+            return ""
+        quarantine = f"{datastore_path}/quarantine"
+        target = f"{quarantine}/{vm_id}-{stamp}"
+        self._run(["mkdir", "-p", "--", quarantine])
+        if self.runner.run(["test", "-e", target], check=False).ok or \
+                self.runner.run(["test", "-L", target], check=False).ok:
+            raise DriverError(f"cannot quarantine {source}: {target} exists")
+        # -T: rename onto `target` itself, never into it; -n: a target made since the test above is kept.
+        self._run(["mv", "--no-target-directory", "--no-clobber", "--", source, target])
+        if self.runner.run(["test", "-e", source], check=False).ok:  # mv -n skips silently
+            raise DriverError(f"cannot quarantine {source}: {target} appeared meanwhile")
+        return target
+
+    def quarantined(self, datastore_path: str) -> list[tuple[int, str, str]]:
+        """(vm id, stamp, path) of each entry in <ds>/quarantine named exactly <vm id>-<stamp>."""
+        quarantine = f"{datastore_path}/quarantine"
+        names = self._names(["find", quarantine, "-mindepth", "1", "-maxdepth", "1", "-printf", "%f\\0"])
+        found = [(int(m[1]), m[2], f"{quarantine}/{m[0]}") for m in map(QUARANTINED.fullmatch, names) if m]
+        return sorted(found)
+
+    def purge_quarantine(self, datastore_path: str, older_than: str) -> list[str]:
+        """Remove quarantined entries whose stamp is before `older_than` (same format); returns them."""
+        check_stamp(older_than)
+        removed = []
+        for _vm_id, stamp, path in self.quarantined(datastore_path):
+            if stamp < older_than:
+                self._run(["rm", "-rf", "--", path])
+                removed.append(path)
+        return removed
+
+    def virtual_size_mb(self, path: str, timeout: float | None = None) -> int:
+        info = self.info(path, timeout=timeout)
         if info is None:
             raise DriverError(f"{path} is not a readable disk image")
         return int(info["virtual-size"]) // (1024 * 1024)

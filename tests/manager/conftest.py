@@ -14,7 +14,8 @@ from appliance.core.controller import Controller, Settings
 from appliance.core.db import MysqlDatabase, SqliteDatabase, migrate
 from appliance.core.hooks import Hooks
 from appliance.core.pools import Store
-from appliance.core.service import Manager
+from appliance.core.actions import Manager
+from appliance.core.authz import SYSTEM
 from appliance.drivers.fake import FakeHypervisor
 from appliance.runner.local import LocalRunner
 from appliance.storage.qcow2 import Qcow2Backend
@@ -119,15 +120,15 @@ class World:
         """Hosts, an image datastore with one image, a system datastore."""
         (self.tmp / "images").mkdir(exist_ok=True)
         (self.tmp / "system").mkdir(exist_ok=True)
-        made = [self.manager.create_host(f"host{i}", driver="fake") for i in range(1, hosts + 1)]
-        images = self.manager.create_datastore("images", str(self.tmp / "images"), kind="image")
-        system = self.manager.create_datastore("system", str(self.tmp / "system"), kind="system")
-        image = self.manager.create_image("base", images.id, size_mb=image_mb)
+        made = [self.manager.hosts.create(SYSTEM, f"host{i}", driver="fake") for i in range(1, hosts + 1)]
+        images = self.manager.datastores.create(SYSTEM, "images", str(self.tmp / "images"), kind="image")
+        system = self.manager.datastores.create(SYSTEM, "system", str(self.tmp / "system"), kind="system")
+        image = self.manager.images.create(SYSTEM, "base", images.id, size_mb=image_mb, public=True)
         self.controller.monitor_hosts(force=True)
         return made, images, system, image
 
     def vm(self, vm_id: int):
-        return self.manager.get("vm", vm_id)
+        return self.manager.vms.get(SYSTEM, vm_id)
 
 
 @pytest.fixture

@@ -4,13 +4,15 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from appliance.core.actions import PathPolicy
 from appliance.core.api import create_app
+from appliance.core.authz import SYSTEM
 
 
 @pytest.fixture
 def api(world):
-    _, admin_token = world.manager.create_user("admin", admin=True)
-    _, user_token = world.manager.create_user("alice")
+    _, admin_token = world.manager.users.create(SYSTEM, "admin", role="admin")[:2]
+    _, user_token = world.manager.users.create(SYSTEM, "alice")[:2]
     client = TestClient(create_app(world.manager), raise_server_exceptions=False)
     client.headers["Authorization"] = f"Bearer {admin_token}"
     client.user_token = user_token
@@ -32,7 +34,7 @@ def test_only_an_admin_creates_users_and_the_token_works_once_shown(api):
     refused = api.post("/api/v1/users", json={"name": "bob"}, headers={"Authorization": f"Bearer {api.user_token}"})
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "FORBIDDEN"
     created = api.post("/api/v1/users", json={"name": "bob"}).json()
-    assert api.get("/api/v1/hosts", headers={"Authorization": f"Bearer {created['token']}"}).status_code == 200
+    assert api.get("/api/v1/datastores", headers={"Authorization": f"Bearer {created['token']}"}).status_code == 200
     assert "token" not in api.get("/api/v1/hosts").text
 
 
@@ -102,19 +104,18 @@ def test_openapi_spec_is_published(api):
 
 def test_datastores_and_imports_only_from_allowed_directories(world, tmp_path):
     from appliance.core.errors import CoreError
-    from appliance.serve import resolved_paths
 
     allowed = tmp_path / "allowed"
     allowed.mkdir()
     (allowed / "escape").symlink_to("/etc")
-    policy = resolved_paths([str(allowed)])
-    world.manager.datastore_paths = world.manager.import_paths = policy
+    policy = PathPolicy([str(allowed)])
+    world.manager.env.datastore_paths = world.manager.env.import_paths = policy
     for path in ("/", "/etc", str(allowed / "escape")):
         with pytest.raises(CoreError) as error:
-            world.manager.create_datastore("bad", path)
+            world.manager.datastores.create(SYSTEM, "bad", path)
         assert error.value.code == "VALUE_INVALID" and error.value.details["allowed"] == [str(allowed)]
     (allowed / "images").mkdir()
-    images = world.manager.create_datastore("images", str(allowed / "images"), kind="image")
+    images = world.manager.datastores.create(SYSTEM, "images", str(allowed / "images"), kind="image")
     with pytest.raises(CoreError):
-        world.manager.create_image("shadow", images.id, source="/etc/shadow")
-    assert world.manager.page("image", 0, 10) == ([], None)
+        world.manager.images.create(SYSTEM, "shadow", images.id, source="/etc/shadow")
+    assert world.manager.images.page(SYSTEM, 0, 10) == ([], None)

@@ -41,8 +41,9 @@ class Serve:
         self.process: subprocess.Popen | None = None
         self.log = tmp / "serve.log"
 
-    def start(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(self.config)],
+    def start(self, *flags: str) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(self.config),
+                                         *flags],
                                         env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -165,3 +166,23 @@ def test_sigkill_during_deploy_leaves_every_vm_in_a_true_state(serve, tmp_path, 
         domains = json.loads((tmp_path / "home" / "fake-hv1.json").read_text())
         assert set(domains) == {f"appliance-{i}" for i in ids}
         assert {d["state"] for d in domains.values()} == {"running"}
+
+
+def test_the_serve_log_has_timestamps_levels_json_lines_and_an_access_log_without_tokens(tmp_path):
+    require_tool("qemu-img")
+    server = Serve(tmp_path, {"backend": "sqlite"})
+    server.start("--log-format", "json", "--access-log")
+    try:
+        token = (server.home / "admin.token").read_text().strip()
+        server.states()
+        server.cli("host", "create", "kvm1", "--driver", "fake")
+    finally:
+        server.stop()
+    lines = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
+    assert lines and all(line["time"].endswith("Z") and line["level"] in ("INFO", "WARNING", "ERROR")
+                         for line in lines)
+    assert any(line["logger"] == "appliance.serve" and "created user admin" in line["message"] for line in lines)
+    access = [line for line in lines if line["logger"] == "uvicorn.access"]
+    assert any("/api/v1/vms" in line["message"] for line in access)
+    assert any("POST /api/v1/hosts" in line["message"] for line in access)
+    assert token not in server.log.read_text()
