@@ -4,7 +4,7 @@ because after a crash the manager re-runs whatever step it was in."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,9 @@ class Backend(Protocol):
 
     def vm_ids_with_disks(self, datastore_path: str) -> list[int]: ...
 
-    def import_image(self, source: str, target: str) -> int:
-        """Copy an image into the datastore; returns its virtual size in MiB."""
+    def import_image(self, source: str, target: str, allowed: Callable[[str], bool] = lambda path: True) -> int:
+        """Copy an image into the datastore; returns its virtual size in MiB. The source and every
+        file it reads from (backing chain, data files) must be regular files that `allowed` accepts."""
 
     def create_image(self, target: str, size_mb: int) -> None: ...
 

@@ -207,6 +207,18 @@ def test_a_deleted_user_token_stops_working(cloud):
     bob_id = cloud["bob"].get("/api/v1/whoami").json()["id"]
     assert cloud["admin"].delete(f"/api/v1/users/{bob_id}").status_code == 204
     assert cloud["bob"].get("/api/v1/whoami").status_code == 401
+    tokens = cloud["admin"].get(f"/api/v1/tokens?user_id={bob_id}").json()["items"]
+    assert tokens and all(t["revoked_at"] is not None for t in tokens)
+
+
+def test_a_token_whose_user_row_vanished_is_refused(cloud):
+    """A user row removed behind the API's back (a restored dump): its unrevoked token gets 401, not 500."""
+    carol_id = cloud["carol"].get("/api/v1/whoami").json()["id"]
+    world = cloud["world"]
+    with world.store.transaction() as tx:
+        world.store.users.delete(tx, carol_id)
+    response = cloud["carol"].get("/api/v1/whoami")
+    assert response.status_code == 401 and response.json()["error"]["code"] == "UNAUTHORIZED"
 
 
 def test_the_last_administrator_cannot_be_deleted(world):
