@@ -1,6 +1,11 @@
 """The `appliance` command line: parse, call one action, render text or JSON, exit with a meaning.
 
 Exit codes are in appliance.reports.ExitCode and docs/exit-codes.md.
+
+Start-up time: every command (and each shell-completion keystroke) loads this module, so it imports
+only typer and light modules; each command imports what it needs (appliance.actions pulls in
+fabric, jinja2, the inventory's pydantic models) inside its body. tests/unit/test_cli_manager.py
+checks that importing the CLI loads none of them; bench/cli_start.py measures it.
 """
 from __future__ import annotations
 
@@ -11,19 +16,47 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
+import typer.main
+from typer.core import TyperGroup
 
-from appliance import actions, cli_manager, __version__
+from appliance import cli_manager, __version__
 from appliance.cli_serve import serve
 from appliance.output import run_action
 from appliance.reports import Report, ReportError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+
+class _Root(TyperGroup):
+    """The root command, whose manager sub-apps (appliance.cli_manager.SUBAPPS) are built when named.
+
+    Typer turns every function into a click command on each run, about 0.5 ms a command; the
+    manager's sixty are built only for the noun on the command line (or all, for `appliance --help`,
+    completion of the first word, and a mistyped noun's "did you mean")."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(self.commands) + [name for name in cli_manager.SUBAPPS if name not in self.commands]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands and cmd_name in cli_manager.SUBAPPS:
+            group = typer.main.get_group(cli_manager.SUBAPPS[cmd_name])
+            group.name = cmd_name
+            self.commands[cmd_name] = group
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and args[0] not in self.commands and args[0] not in cli_manager.SUBAPPS:
+            for name in cli_manager.SUBAPPS:  # an unknown noun: suggest among all of them
+                self.get_command(ctx, name)
+        return super().resolve_command(ctx, args)
+
+
+# rich_markup_mode=None: plain help. Typer's rich help labels every flag `<bool>` as if it took a
+# value (`--check <bool>`), and loading rich costs about 0.1 s per --help. Sub-apps added here
+# inherit it; the manager's set it themselves (they are built apart, see _Root).
+app = typer.Typer(cls=_Root, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Turn two servers into a highly available cloud frontend, and run it.")
 secrets_app = typer.Typer(no_args_is_help=True, help="Site secrets (mode 0600 file or APPLIANCE_SECRET_* variables).")
 app.add_typer(secrets_app, name="secrets")
-for _name, _sub in (("host", cli_manager.host), ("datastore", cli_manager.datastore), ("image", cli_manager.image),
-                    ("vnet", cli_manager.vnet), ("cluster", cli_manager.cluster), ("vm", cli_manager.vm)):
-    app.add_typer(_sub, name=_name)
 
 InventoryOpt = typer.Option(..., "--inventory", "-i", help="The site inventory (TOML).", dir_okay=False)
 SecretsOpt = typer.Option(None, "--secrets", help="Secrets file (default: the inventory's secrets_file).",
@@ -71,6 +104,8 @@ def install(
 
     --check alone prints the offline plan and contacts nothing; --check --live compares with the
     nodes and changes nothing."""
+    from appliance import actions
+
     if not check or live:
         progress = (lambda m: None) if as_json else (lambda m: print(m, file=sys.stderr, flush=True))
         document = run_action(as_json, lambda: actions.install(inventory, secrets, check=check,
@@ -100,6 +135,8 @@ def render(
     as_json: bool = JsonOpt,
 ) -> None:
     """Write every file that would land on each node, with its mode, under OUTPUT/<node>/."""
+    from appliance import actions
+
     progress = (lambda message: None) if as_json else (lambda message: print(f"  {message}", file=sys.stderr))
     result = run_action(as_json, lambda: actions.render_site(inventory, secrets, output, validate=validate, force=force,
                                                        progress=progress))
@@ -125,6 +162,8 @@ def render(
 @app.command()
 def validate(inventory: Path = InventoryOpt, secrets: Optional[Path] = SecretsOpt, as_json: bool = JsonOpt) -> None:
     """Validate the inventory and its secrets; contacts nothing."""
+    from appliance import actions
+
     site = run_action(as_json, lambda: actions.validate_site(inventory, secrets))
     if as_json:
         print(json.dumps({"ok": True, "reports": [w.as_dict() for w in site.warnings]}, indent=2, sort_keys=True))
@@ -141,6 +180,8 @@ def secrets_init(
                                           "secrets_file).", dir_okay=False),
 ) -> None:
     """Write fresh random secrets (mode 0600). Refuses to replace an existing file."""
+    from appliance import actions
+
     path = run_action(False, lambda: actions.init_secrets(inventory, output))
     print(f"wrote {path} (mode 0600); add fence device passwords under [fence.<device>]")
 
@@ -196,6 +237,8 @@ def _print_lab(result: dict, as_json: bool) -> None:
 @app.command()
 def status(inventory: Path = InventoryOpt, as_json: bool = JsonOpt) -> None:
     """The live pair: nodes, resources and where they run, replication, API through TLS."""
+    from appliance import actions
+
     document = run_action(as_json, lambda: actions.status(inventory))
     if as_json:
         print(json.dumps(document, indent=2, sort_keys=True))
@@ -217,6 +260,8 @@ def drill(fault: str = typer.Argument(..., help="kill-node | cut-link | kill-man
           restore: bool = typer.Option(True, "--restore/--no-restore", help="Put the lab back afterwards."),
           as_json: bool = JsonOpt) -> None:
     """Lab only: inject a fault while writing through the API; print seconds to recover and writes lost."""
+    from appliance import actions
+
     progress = (lambda m: None) if as_json else (lambda m: print(m, file=sys.stderr, flush=True))
     result = run_action(as_json, lambda: actions.run_drill(inventory, fault, node, restore_after=restore,
                                                            progress=progress))
@@ -243,6 +288,8 @@ def drill(fault: str = typer.Argument(..., help="kill-node | cut-link | kill-man
 
 
 app.command()(serve)  # also reachable without this module: appliance.main
+for _name, _command in cli_manager.COMMANDS.items():  # whoami, audit
+    app.command(_name)(_command)
 
 
 def main() -> None:

@@ -36,5 +36,5 @@ def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", dir_okay
     run_action(False, lambda: run_serve(config, bind, port, log_format.value, access_log))
 
 
-serve_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+serve_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 serve_app.command()(serve)

@@ -88,11 +88,15 @@ CATALOGUE: dict[str, tuple[ExitCode, str]] = {
                          "the node's host key changed: verify it out of band, then fix known_hosts"),
     "COMMAND_FAILED": (ExitCode.STEP_FAILED, "read the command's output; the step named failed on the node named"),
     "CONFIG_INVALID": (ExitCode.INVALID_INPUT, "fix the manager config file; see docs/manager.md"),
-    "API_UNREACHABLE": (ExitCode.UNREACHABLE, "start it with `appliance serve`, or set APPLIANCE_URL"),
+    "API_UNREACHABLE": (ExitCode.UNREACHABLE, "start it with `appliance serve`, or set --url / APPLIANCE_URL"),
     "API_TOKEN_MISSING": (ExitCode.INVALID_INPUT,
-                          "set APPLIANCE_TOKEN_FILE, or run where `appliance serve` wrote admin.token"),
+                          "pass --token-file or set APPLIANCE_TOKEN_FILE, or run where `appliance serve` wrote "
+                          "admin.token"),
     "API_ERROR": (ExitCode.STEP_FAILED, "read the message: the manager refused the request"),
     "API_REFUSED": (ExitCode.INVALID_INPUT, "fix the request as the manager's message says"),
+    "API_NOT_SUPPORTED": (ExitCode.NOT_AVAILABLE, "this manager does not offer the request: upgrade it to this "
+                                                  "CLI's version"),
+    "FLAG_INVALID": (ExitCode.USAGE, "fix the flag's value as the message says (`appliance COMMAND --help`)"),
     "LAB_NOT_ROOT": (ExitCode.NOT_AVAILABLE, "run the lab as root: it creates namespaces, links and mounts"),
     "PAIR_DEGRADED": (ExitCode.UNREACHABLE, "run `appliance status`; docs/runbooks/failover.md says what to do"),
     "WAIT_TIMEOUT": (ExitCode.STEP_FAILED, "the VMs did not reach the state in time; `appliance vm show` says why"),

@@ -18,7 +18,10 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from appliance.client import default_home
+from appliance.core.actions import Manager, PathPolicy
 from appliance.core.api import create_app
+from appliance.core.authz import SYSTEM
 from appliance.core.clock import SystemClock
 from appliance.core.controller import Controller, Settings
 from appliance.core.db import DatabaseUrl, migrate, open_database
@@ -26,8 +29,6 @@ from appliance.core.entities import Datastore, Host
 from appliance.core.hooks import Hook, Hooks
 from appliance.core.pools import Store
 from appliance.core.scheduler import Policy
-from appliance.core.actions import Manager, PathPolicy
-from appliance.core.authz import SYSTEM
 from appliance.drivers.fake import FakeHypervisor
 from appliance.drivers.libvirt import LibvirtHypervisor
 from appliance.reports import Report, ReportError
@@ -36,10 +37,6 @@ from appliance.runner.local import LocalRunner
 from appliance.storage.qcow2 import Qcow2Backend
 
 log = logging.getLogger("appliance.serve")
-
-
-def default_home() -> Path:
-    return Path(os.environ.get("APPLIANCE_HOME") or Path.home() / ".local" / "share" / "appliance")
 
 
 class _Section(BaseModel):
