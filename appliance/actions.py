@@ -12,7 +12,7 @@ from appliance.inventory.load import Site, load_site, read_inventory
 from appliance.inventory.secrets import Redactor, generate_secrets, generate_tls, secrets_toml, write_secrets_file
 from appliance.plan import plan_data, secret_leaks
 from appliance.render import refuse_non_empty, write_tree
-from appliance.reports import Report, ReportError, errors_in
+from appliance.core.reports import Report, ReportError, errors_in
 from appliance.roles.model import RolePlan
 from appliance.roles.registry import plan_site
 from appliance.roles.resources import desired_cib

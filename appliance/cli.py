@@ -1,6 +1,6 @@
 """The `appliance` command line: parse, call one action, render text or JSON, exit with a meaning.
 
-Exit codes are in appliance.reports.ExitCode and docs/exit-codes.md.
+Exit codes are in appliance.core.reports.ExitCode and docs/exit-codes.md.
 
 Start-up time: every command (and each shell-completion keystroke) loads this module, so it imports
 only typer and light modules; each command imports what it needs (appliance.actions pulls in
@@ -22,7 +22,7 @@ from typer.core import TyperGroup
 from appliance import cli_manager, __version__
 from appliance.cli_serve import serve
 from appliance.output import run_action
-from appliance.reports import Report, ReportError
+from appliance.core.reports import Report, ReportError
 
 
 

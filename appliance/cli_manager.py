@@ -25,7 +25,7 @@ import typer
 
 from appliance.client import Client
 from appliance.output import run_action
-from appliance.reports import Report, ReportError
+from appliance.core.reports import Report, ReportError
 
 Url = Annotated[Optional[str], typer.Option(
     "--url", help="Manager API (default $APPLIANCE_URL or http://127.0.0.1:2633).")]

@@ -2,7 +2,7 @@
 
 Kept light on purpose: every `appliance` command imports this module, so httpx (and ssl) are
 imported on the first request, not at start-up. Errors become coded reports whose fix fits the
-manager's own error code (see ``FIXES``).
+manager's own error code (its fix comes from the one catalogue, core/reports.py).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from appliance.reports import Report, ReportError
+from appliance.core.reports import CATALOGUE, Report, ReportError, fix_for
 
 if TYPE_CHECKING:  # pragma: no cover
     import httpx
@@ -52,23 +52,6 @@ def default_ca() -> str | None:
     return os.environ.get("APPLIANCE_CA") or None
 
 
-# The manager's error code -> what to do about it. `{kind}` and `{id}` come from the request path.
-FIXES: dict[str, str] = {
-    "NOT_FOUND": "check the id with `appliance {kind} list`",
-    "IN_USE": "remove what depends on it first (see details)",
-    "STATE_INVALID": "check the VM's state with `appliance vm show {id}`",
-    "FORBIDDEN": "ask an administrator, or use a token of a user who owns it",
-    "UNAUTHORIZED": "the token is missing, expired or revoked: create one with `appliance user token create`",
-    "NAME_TAKEN": "choose another name (`appliance {kind} list` shows the names in use)",
-    "NO_ADDRESS": "every address of the network is leased: free some (`appliance vnet leases {vnet}` lists "
-                  "them), or use another network",
-    "REQUEST_INVALID": "fix the fields named",
-    "VALUE_INVALID": "give a valid value as the message says",
-    "EXPRESSION_INVALID": "fix the expression at the position shown",
-    "METHOD_NOT_ALLOWED": "this manager does not offer {method} {route}: upgrade the manager to this CLI's version",
-    "INTERNAL": "a bug in the manager: see its log",
-    "BACKEND_FAILED": "the hypervisor or storage refused: see details, and the manager's log",
-}
 # Path segment -> the CLI's noun, for fixes that name a command.
 KINDS = {"hosts": "host", "datastores": "datastore", "images": "image", "vnets": "vnet", "clusters": "cluster",
          "vms": "vm", "users": "user", "groups": "group", "tokens": "user token", "audit": "audit"}
@@ -104,11 +87,10 @@ def explain(status: int, error: dict[str, Any], method: str, path: str) -> Repor
     if code == "NOT_FOUND" and details.get("kind"):
         kind = KINDS.get(f"{details['kind']}s", str(details["kind"]))
         ident = str(details.get("id", ident))
-    if code == "STATE_INVALID" and kind != "vm":
-        fix = f"check its state with `appliance {kind} show {ident}`"
-    else:
-        fix = FIXES.get("METHOD_NOT_ALLOWED" if unsupported else code, "").format(
-            kind=kind, id=ident, method=method, route=route, vnet=details.get("vnet_id") or "ID")
+    catalogued = "METHOD_NOT_ALLOWED" if unsupported else code
+    fix = fix_for(catalogued, kind=kind, id=ident, method=method, route=route,
+                  vnet_id=details.get("vnet_id")) if catalogued in CATALOGUE else \
+        str(error.get("fix") or "read the manager's message")
     if missing_route and "{id}" in route:
         fix += f" (or upgrade the manager, if it does not know {method} {route})"
     text = f"{code}: {message}"

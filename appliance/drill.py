@@ -21,7 +21,7 @@ from pathlib import Path
 
 from appliance.inventory.load import Site
 from appliance.lab import lab
-from appliance.reports import Report, ReportError
+from appliance.core.reports import Report, ReportError
 from appliance.verify import cluster_state
 
 FAULTS = ("kill-node", "cut-link", "kill-manager", "kill-db")

@@ -16,7 +16,7 @@ from appliance.core.runner import CommandFailed, Runner
 from appliance.ha import cib as cibmod
 from appliance.ha.cib_push import merge
 from appliance.inventory.load import Site
-from appliance.reports import Report, ReportError
+from appliance.core.reports import Report, ReportError
 from appliance.roles.model import CLUSTER, FileSpec, RolePlan, Step
 from appliance.roles.registry import plan_site
 

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import typer
 
-from appliance.reports import ExitCode, Report, ReportError, Severity
+from appliance.core.reports import ExitCode, Report, ReportError, Severity
 
 
 def emit_reports(reports: list[Report], as_json: bool) -> None:

@@ -6,7 +6,7 @@ import hashlib
 from typing import Any, Callable, Iterable
 
 from appliance.inventory.load import Site
-from appliance.reports import Report
+from appliance.core.reports import Report
 from appliance.roles.model import CLUSTER, FileSpec, RolePlan, Step
 
 Redact = Callable[[str], str]

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 from appliance.checkers import CheckRun
 from appliance.plan import file_entry
-from appliance.reports import Report, ReportError
+from appliance.core.reports import Report, ReportError
 from appliance.roles.model import RolePlan
 from appliance.runner.atomic import atomic_write
 

@@ -31,7 +31,7 @@ from appliance.core.pools import Store
 from appliance.core.scheduler import Policy
 from appliance.drivers.fake import FakeHypervisor
 from appliance.drivers.libvirt import LibvirtHypervisor
-from appliance.reports import Report, ReportError
+from appliance.core.reports import Report, ReportError
 from appliance.runner.atomic import atomic_write
 from appliance.runner.local import LocalRunner
 from appliance.storage.qcow2 import Qcow2Backend

@@ -23,6 +23,7 @@ from .actions.vms import VmSpec
 from .authz import Actor
 from .entities import VM, Cluster, Datastore, Group, Host, Image, User, VNet
 from .errors import CoreError
+from .reports import fix_for
 
 log = logging.getLogger("appliance.api")
 PREFIX = "/api/v1"
@@ -154,6 +155,7 @@ class ErrorBody(BaseModel):
     code: str
     message: str
     details: dict[str, Any]
+    fix: str = ""  # from the catalogue (core/reports.py)
 
 
 class ErrorOut(BaseModel):
@@ -261,19 +263,21 @@ def create_app(manager: Manager) -> FastAPI:
         errors = [{"field": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
                   for e in exc.errors()]
         return JSONResponse({"error": {"code": "REQUEST_INVALID", "message": "the request is not valid",
-                                       "details": {"errors": errors}}}, status_code=422)
+                                       "details": {"errors": errors}, "fix": fix_for("REQUEST_INVALID")}},
+                            status_code=422)
 
     @app.exception_handler(Exception)
     def unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error")  # a bug: the log has the traceback, the client a coded answer
-        return JSONResponse({"error": {"code": "INTERNAL", "message": f"{exc.__class__.__name__}", "details": {}}},
-                            status_code=500)
+        return JSONResponse({"error": {"code": "INTERNAL", "message": f"{exc.__class__.__name__}", "details": {},
+                                       "fix": fix_for("INTERNAL")}}, status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
         request.state.error_code = code
-        return JSONResponse({"error": {"code": code, "message": str(exc.detail), "details": {}}},
+        return JSONResponse({"error": {"code": code, "message": str(exc.detail), "details": {},
+                                       "fix": fix_for(code, method=request.method, route=request.url.path)}},
                             status_code=exc.status_code)
 
     After = Annotated[int, Query(ge=0, le=MAX_ID)]

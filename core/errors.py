@@ -1,27 +1,18 @@
-"""Coded errors of the manager. The API turns them into 4xx answers; nothing is half-written."""
+"""Coded errors of the manager. The API turns them into 4xx answers; nothing is half-written.
+
+The codes, their HTTP status and their fix are in the project's one catalogue (core/reports.py).
+"""
 from __future__ import annotations
 
 from typing import Any
 
-STATUS = {
-    "REQUEST_INVALID": 422,
-    "VALUE_INVALID": 422,
-    "EXPRESSION_INVALID": 422,
-    "NOT_FOUND": 404,
-    "NAME_TAKEN": 409,
-    "IN_USE": 409,
-    "STATE_INVALID": 409,
-    "NO_ADDRESS": 409,
-    "UNAUTHORIZED": 401,
-    "FORBIDDEN": 403,
-    "BACKEND_FAILED": 502,
-}
+from .reports import CATALOGUE, fix_for
 
 
 class CoreError(Exception):
     def __init__(self, code: str, message: str, **details: Any):
-        if code not in STATUS:
-            raise ValueError(f"unknown error code {code!r}")
+        if code not in CATALOGUE or CATALOGUE[code].http is None:
+            raise ValueError(f"{code!r} is not a manager error code in core/reports.py")
         super().__init__(message)
         self.code = code
         self.message = message
@@ -29,10 +20,14 @@ class CoreError(Exception):
 
     @property
     def status(self) -> int:
-        return STATUS[self.code]
+        return int(CATALOGUE[self.code].http)  # type: ignore[arg-type]
+
+    @property
+    def fix(self) -> str:
+        return fix_for(self.code, **self.details)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+        return {"error": {"code": self.code, "message": self.message, "details": self.details, "fix": self.fix}}
 
 
 def not_found(kind: str, ident: int | str) -> CoreError:

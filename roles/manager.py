@@ -5,7 +5,7 @@ import hashlib
 
 from appliance.ha import lsb, ocf_manager
 from appliance.inventory.load import Site
-from appliance.reports import Report, ReportError
+from appliance.core.reports import Report, ReportError
 from appliance.templates import render
 
 from . import layout

@@ -5,7 +5,7 @@ import ipaddress
 from collections import defaultdict
 from typing import Iterable
 
-from ..reports import Report, Severity
+from ..core.reports import Report, Severity
 from .schema import Inventory
 
 

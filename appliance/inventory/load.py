@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from pydantic import ValidationError
 
-from ..reports import Report, ReportError, Severity, errors_in
+from ..core.reports import Report, ReportError, Severity, errors_in
 from .checks import check_inventory
 from .schema import Inventory
 from .secrets import Secrets, load_secrets, placeholder_secrets

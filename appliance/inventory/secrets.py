@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from ..reports import Report
+from ..core.reports import Report
 
 ENV_PREFIX = "APPLIANCE_SECRET_"
 PLAIN = ("hacluster_password", "replication_password", "database_password", "drbd_shared_secret")

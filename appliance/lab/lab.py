@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.inventory.secrets import write_secrets_file
-from appliance.reports import Report, ReportError
+from appliance.core.reports import Report, ReportError
 from appliance.runner.atomic import atomic_write
 
 DEFAULT_DIR = Path(os.environ.get("APPLIANCE_LAB_DIR", "/tmp/appliance-lab"))

@@ -18,7 +18,7 @@ from fabric import Connection
 from invoke.exceptions import CommandTimedOut
 
 from appliance.core.runner import Arg, CommandFailed, Result, Secret, display, reveal
-from appliance.reports import Report, ReportError
+from appliance.core.reports import Report, ReportError
 
 log = logging.getLogger(__name__)
 

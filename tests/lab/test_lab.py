@@ -76,7 +76,7 @@ def test_a_changed_host_key_is_refused(lab_dir):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     key = (lab_dir / "other_key.pub").read_text().split()
     (lab_dir / "known_hosts").write_text(f"{node.lan_ip} {key[0]} {key[1]}\n")
-    from appliance.reports import ReportError
+    from appliance.core.reports import ReportError
 
     with pytest.raises(ReportError) as error:
         runner(lab_dir, node).run(["true"])

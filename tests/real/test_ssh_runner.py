@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from appliance.core.runner import CommandFailed, Secret
-from appliance.reports import ReportError
+from appliance.core.reports import ReportError
 from appliance.runner.ssh import SshRunner
 from tests.conftest import in_ci, require_tool
 

@@ -6,7 +6,7 @@ import json
 from typer.testing import CliRunner
 
 from appliance.cli import app
-from appliance.reports import ExitCode
+from appliance.core.reports import ExitCode
 from appliance.roles.registry import ROLES
 from tests.conftest import EXAMPLE
 
@@ -88,7 +88,7 @@ def test_production_install_refuses_without_a_wheel_before_contacting_anyone(tmp
     import pytest
 
     from appliance import actions
-    from appliance.reports import ReportError
+    from appliance.core.reports import ReportError
     from tests.conftest import EXAMPLE
 
     inventory = tmp_path / "two-node.toml"
@@ -101,7 +101,7 @@ def test_production_install_refuses_without_a_wheel_before_contacting_anyone(tmp
 def test_a_wheelhouse_that_is_not_there_is_named_in_the_plan(tmp_path):
     import pytest
 
-    from appliance.reports import ReportError
+    from appliance.core.reports import ReportError
     from appliance.roles.registry import plan_site
     from tests.conftest import EXAMPLE, load_test_site
 

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from appliance.cli import app
 from appliance.cli_manager import VM_STATES
-from appliance.reports import ExitCode
+from appliance.core.reports import ExitCode
 
 runner = CliRunner()
 SECRET = "test-token-0123456789"
@@ -219,7 +219,7 @@ def test_a_405_is_a_clear_error(manager, body):
      ExitCode.INVALID_INPUT, "remove what depends on it first (see details): vms: 4, 5"),
     (("vm", "suspend", "7"), "POST", "/vms/7/action", 409,
      error("STATE_INVALID", "cannot suspend VM 7 in state HOLD", state="HOLD", allowed_from=["RUNNING"]),
-     ExitCode.INVALID_INPUT, "check the VM's state with `appliance vm show 7`"),
+     ExitCode.INVALID_INPUT, "check its state with `appliance vm show 7`"),
     (("host", "list"), "GET", "/hosts", 403, error("FORBIDDEN", "hosts are infrastructure"),
      ExitCode.INVALID_INPUT, "ask an administrator, or use a token of a user who owns it"),
     (("whoami",), "GET", "/whoami", 401, error("UNAUTHORIZED", "the token is not valid"),
@@ -274,10 +274,11 @@ def test_not_found_names_the_missing_entity_and_tells_a_missing_route_apart(mana
     assert "check the id with `appliance user list` (or upgrade the manager" in result.stderr
 
 
-def test_fixes_differ_between_codes():
-    from appliance.client import FIXES
+def test_fixes_differ_between_the_managers_codes():
+    from appliance.core.reports import CATALOGUE
 
-    assert len(set(FIXES.values())) == len(FIXES)
+    manager_fixes = [entry.fix for entry in CATALOGUE.values() if entry.http is not None]
+    assert len(manager_fixes) >= 13 and len(set(manager_fixes)) == len(manager_fixes)
 
 
 def test_token_file_flag_and_bearer(manager, tmp_path):

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from appliance.inventory.checks import check_inventory
 from appliance.inventory.load import parse_inventory, read_inventory
-from appliance.reports import CATALOGUE
+from appliance.core.reports import CATALOGUE
 from tests.conftest import EXAMPLE
 
 EXAMPLE_DATA = tomllib.loads(EXAMPLE.read_text())

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from appliance.inventory.load import load_site, read_inventory
-from appliance.reports import CATALOGUE, ExitCode, ReportError, Severity
+from appliance.core.reports import CATALOGUE, ExitCode, ReportError, Severity
 from tests.conftest import EXAMPLE, example_text, load_test_site
 
 
@@ -133,8 +133,9 @@ def test_missing_file(tmp_path):
 
 
 def test_every_code_has_a_fix_and_an_exit_code():
-    for code, (exit_code, fix) in CATALOGUE.items():
-        assert isinstance(exit_code, ExitCode) and fix, code
+    for code, entry in CATALOGUE.items():
+        assert isinstance(entry.exit, ExitCode) and entry.fix, code
+        assert entry.http is None or 400 <= entry.http <= 599, code
 
 
 # The CLI end to end: exit code, coded JSON, no traceback, nothing contacted.

@@ -24,7 +24,7 @@ ALLOWED = {
     "storage": {"appliance.core", "appliance.templates"},
     "ha": {"appliance.core", "appliance.templates"},
     "roles": {"appliance.core", "appliance.templates", "appliance.ha", "appliance.storage", "appliance.drivers",
-              "appliance.inventory", "appliance.reports"},
+              "appliance.inventory"},
 }
 
 

@@ -13,7 +13,7 @@ from appliance.actions import init_secrets, plan_install
 from appliance.inventory.load import load_site
 from appliance.inventory.secrets import Redactor, load_secrets
 from appliance.plan import plan_text, secret_leaks
-from appliance.reports import ReportError
+from appliance.core.reports import ReportError
 from appliance.roles.model import FileSpec, NodePlan, RolePlan
 from appliance.roles.registry import plan_site
 from tests.conftest import EXAMPLE, SECRET_VALUES, TEST_SECRETS, load_test_site

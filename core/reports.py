@@ -1,5 +1,9 @@
 """Coded reports: every expected failure is data (code, path, value, fix), never a bare string.
 
+The one error catalogue of the project: the installer's and the CLI's codes, and the manager's
+API codes (with their HTTP status), each with its exit code and the fix an operator reads. It
+lives at the bottom layer so every layer, the manager included, raises from the same table.
+
 Validators return lists of reports; callers raise ``ReportError`` once with all of them, so an
 operator sees every problem in one run (the pcs way). Tests assert codes and paths, not prose.
 """
@@ -8,7 +12,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 
 class Severity(str, enum.Enum):
@@ -29,8 +33,14 @@ class ExitCode(enum.IntEnum):
     NOT_AVAILABLE = 7  # the requested action is not available in this build or on this machine
 
 
-# code -> (exit code, default fix). One place to look up what a code means.
-CATALOGUE: dict[str, tuple[ExitCode, str]] = {
+class Entry(NamedTuple):
+    exit: ExitCode
+    fix: str  # may name {kind}, {id}, {method}, {route}: filled by fix_for()
+    http: int | None = None  # the manager's API answers the code with this status
+
+
+# code -> Entry. One place to look up what a code means.
+CATALOGUE: dict[str, Entry] = {
     "INVENTORY_UNREADABLE": (ExitCode.INVALID_INPUT, "check the path and that the file is readable"),
     "INVENTORY_NOT_TOML": (ExitCode.INVALID_INPUT, "fix the TOML syntax at the line and column given"),
     "INVENTORY_MISSING_FIELD": (ExitCode.INVALID_INPUT, "add the field; see examples/two-node.toml"),
@@ -100,7 +110,39 @@ CATALOGUE: dict[str, tuple[ExitCode, str]] = {
     "LAB_NOT_ROOT": (ExitCode.NOT_AVAILABLE, "run the lab as root: it creates namespaces, links and mounts"),
     "PAIR_DEGRADED": (ExitCode.UNREACHABLE, "run `appliance status`; docs/runbooks/failover.md says what to do"),
     "WAIT_TIMEOUT": (ExitCode.STEP_FAILED, "the VMs did not reach the state in time; `appliance vm show` says why"),
+    # the manager's API (core/api.py answers each with its HTTP status; the CLI shows the fix)
+    "REQUEST_INVALID": (ExitCode.INVALID_INPUT, "correct each field named", 422),
+    "VALUE_INVALID": (ExitCode.INVALID_INPUT, "give a valid value as the message says", 422),
+    "EXPRESSION_INVALID": (ExitCode.INVALID_INPUT, "fix the expression at the position shown", 422),
+    "NOT_FOUND": (ExitCode.INVALID_INPUT, "check the id with `appliance {kind} list`", 404),
+    "NAME_TAKEN": (ExitCode.INVALID_INPUT, "choose another name (`appliance {kind} list` shows the names in use)",
+                   409),
+    "IN_USE": (ExitCode.INVALID_INPUT, "remove what depends on it first (see details)", 409),
+    "STATE_INVALID": (ExitCode.INVALID_INPUT, "check its state with `appliance {kind} show {id}`", 409),
+    "NO_ADDRESS": (ExitCode.INVALID_INPUT, "every address of the network is leased: free some (`appliance vnet "
+                                           "leases {vnet_id}` lists them), or use another network", 409),
+    "UNAUTHORIZED": (ExitCode.INVALID_INPUT, "the token is missing, expired or revoked: create one with "
+                                             "`appliance user token create`", 401),
+    "FORBIDDEN": (ExitCode.INVALID_INPUT, "ask an administrator, or use a token of a user who owns it", 403),
+    "METHOD_NOT_ALLOWED": (ExitCode.NOT_AVAILABLE, "this manager does not offer {method} {route}: upgrade the "
+                                                   "manager to this CLI's version", 405),
+    "BACKEND_FAILED": (ExitCode.STEP_FAILED, "the hypervisor or storage refused: see details, and the manager's log",
+                       502),
+    "INTERNAL": (ExitCode.INTERNAL, "a bug in the manager: see its log", 500),
+    "HTTP_ERROR": (ExitCode.STEP_FAILED, "read the message", None),
 }
+CATALOGUE = {code: Entry(*entry) for code, entry in CATALOGUE.items()}
+
+
+PLACEHOLDERS = {"kind": "<kind>", "id": "ID", "method": "the method", "route": "this route", "vnet_id": "ID"}
+
+
+def fix_for(code: str, /, **values: Any) -> str:
+    """The catalogue's fix for a code, its placeholders filled (unknown ones read ID or the like)."""
+    fix = CATALOGUE[code].fix
+    for name, default in PLACEHOLDERS.items():
+        fix = fix.replace("{" + name + "}", str(values.get(name) or default))
+    return fix
 
 
 @dataclass(frozen=True)
@@ -120,7 +162,7 @@ class Report:
         if self.code not in CATALOGUE:
             raise ValueError(f"report code {self.code!r} is not in the catalogue")
         if not self.fix:
-            object.__setattr__(self, "fix", CATALOGUE[self.code][1])
+            object.__setattr__(self, "fix", fix_for(self.code))
 
     @property
     def exit_code(self) -> ExitCode:
