@@ -9,7 +9,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import parse_qs, unquote, urlparse
 
 DIALECT = {
@@ -291,22 +291,59 @@ def open_database(url: DatabaseUrl) -> Database:
                          unix_socket=url.unix_socket)
 
 
-def migrate(db: Database) -> int:
-    """Bring the schema to SCHEMA_VERSION. Idempotent; returns the number of migrations applied."""
+# MySQL commits each DDL statement on its own, so a manager killed during a migration (Pacemaker's
+# start timeout, a fence) leaves some of its steps done. Every step is recorded in schema_steps in
+# its own transaction; a DDL step that ran but was not recorded is known on the rerun by the error
+# its repetition raises (table exists, duplicate column or key, no such table), and counts as done.
+_DDL_ALREADY_DONE = {1050, 1051, 1060, 1061, 1091, 1146}
+
+
+def migrate(db: Database, after_step: Callable[[int, int], None] | None = None) -> int:
+    """Bring the schema to SCHEMA_VERSION. Idempotent, and resumable after a crash at any step;
+    returns the number of migrations applied. `after_step(version, index)`: tests crash there, after
+    the step ran and before it is recorded."""
     with db.transaction() as tx:
         tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        tx.execute("CREATE TABLE IF NOT EXISTS schema_steps (version INTEGER NOT NULL, step INTEGER NOT NULL)")
         row = tx.execute("SELECT MAX(version) FROM schema_version").one()
+        done = {(r[0], r[1]) for r in tx.execute("SELECT version, step FROM schema_steps").all()}
     current = row[0] if row and row[0] is not None else 0
     applied = 0
     for version, statements in MIGRATIONS:
         if version <= current:
             continue
-        with db.transaction() as tx:
-            for statement in statements:
-                if callable(statement):
-                    statement(tx)
-                else:
-                    tx.execute(statement.format(**DIALECT[db.dialect]))
-            tx.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+        if db.dialect == "sqlite":  # SQLite's DDL is transactional: the whole migration or none of it
+            with db.transaction() as tx:
+                for index, statement in enumerate(statements):
+                    _step(db, tx, statement)
+                    if after_step:
+                        after_step(version, index)
+                tx.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+        else:
+            # Only the step after the last one recorded can have run unrecorded.
+            resumed = max((i for v, i in done if v == version), default=-1) + 1
+            for index, statement in enumerate(statements):
+                if (version, index) in done:
+                    continue
+                with db.transaction() as tx:
+                    _step(db, tx, statement, rerun_ok=index == resumed)
+                    if after_step:  # the worst moment: a DDL step is committed, its record is not
+                        after_step(version, index)
+                    tx.execute("INSERT INTO schema_steps (version, step) VALUES (?, ?)", (version, index))
+            with db.transaction() as tx:
+                tx.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
         applied += 1
     return applied
+
+
+def _step(db: Database, tx: Tx, statement: Any, rerun_ok: bool = False) -> None:
+    if callable(statement):
+        statement(tx)
+        return
+    sql = statement.format(**DIALECT[db.dialect])
+    try:
+        tx.execute(sql)
+    except Exception as exc:  # noqa: BLE001 (only MySQL's "already done" errors are swallowed)
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        if not (rerun_ok and code in _DDL_ALREADY_DONE and sql.split()[0].upper() in ("CREATE", "ALTER", "DROP")):
+            raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from appliance.core.actions import PathPolicy
+from appliance.core.actions import Manager, PathPolicy
 from appliance.core.api import create_app
 from appliance.core.authz import SYSTEM
 
@@ -119,3 +119,47 @@ def test_datastores_and_imports_only_from_allowed_directories(world, tmp_path):
     with pytest.raises(CoreError):
         world.manager.images.create(SYSTEM, "shadow", images.id, source="/etc/shadow")
     assert world.manager.images.page(SYSTEM, 0, 10) == ([], None)
+
+
+def test_an_upgrade_killed_at_any_step_keeps_every_user_and_token(request, tmp_path, monkeypatch):
+    """Migration 2 (roles, tokens, owners) on a version-1 database, killed after each of its steps:
+    MySQL commits each DDL statement by itself, so the next start must resume, not fail or lose."""
+    import hashlib
+    import json
+
+    from appliance.core import db as dbmod
+    from appliance.core.db import SqliteDatabase, migrate
+    from appliance.core.pools import Store
+
+    class Killed(Exception):
+        pass
+
+    every = list(dbmod.MIGRATIONS)
+    version_two = len(every[1][1])
+    for kind in ("sqlite", "mariadb"):
+        for crash_at in range(version_two):
+            db = SqliteDatabase(str(tmp_path / f"m{crash_at}.db")) if kind == "sqlite" else \
+                request.getfixturevalue("mariadb").database()
+            monkeypatch.setattr(dbmod, "MIGRATIONS", every[:1])
+            migrate(db)
+            with db.transaction() as tx:  # what release 1 wrote
+                for name, admin in (("root", 1), ("alice", 0)):
+                    tx.execute("INSERT INTO users (name, token_hash, admin, body) VALUES (?, ?, ?, ?)",
+                               (name, hashlib.sha256(f"{name}-token".encode()).hexdigest(), admin, "{}"))
+                    ident = tx.lastrowid
+                    tx.execute("UPDATE users SET body = ? WHERE id = ?",
+                               (json.dumps({"id": ident, "name": name, "admin": bool(admin)}), ident))
+            monkeypatch.setattr(dbmod, "MIGRATIONS", every)
+
+            def crash(version, index, at=crash_at):
+                if version == 2 and index == at:
+                    raise Killed()
+            with pytest.raises(Killed):
+                migrate(db, after_step=crash)
+            db.close()
+            assert migrate(db) == 1, (kind, crash_at)
+            manager = Manager(Store(db), lambda ds: None)
+            root, alice = manager.users.authenticate("root-token"), manager.users.authenticate("alice-token")
+            assert (root.role, alice.role) == ("admin", "user"), (kind, crash_at)
+            assert json.loads(manager.users.get(SYSTEM, alice.user_id).body())["role"] == "user"
+            db.close()
