@@ -63,7 +63,12 @@ class Controller:
             ids = [r[0] for r in tx.execute(
                 "SELECT id FROM vms WHERE state IN (?, ?, ?, ?, ?) ORDER BY id", tuple(sorted(TRANSIENT))).all()]
         for vm_id in ids:
-            self.advance(vm_id)
+            try:
+                self.advance(vm_id)
+            except Exception as exc:  # a database hiccup (deadlock, failover) on one VM: the others go on
+                if not self.store.db.transient(exc):
+                    raise
+                log.warning("VM %d: the database failed its step (%s); it runs again next pass", vm_id, exc)
         return len(ids)
 
     # -- recovery --------------------------------------------------------------------------------
@@ -167,6 +172,8 @@ class Controller:
             reason = f"{state} failed: {exc}"
             log.warning("VM %d: %s", vm.id, reason)
         except Exception as exc:  # a bug in one VM's step must not stall every other VM's
+            if self.store.db.transient(exc):
+                raise  # not the VM's failure: advance_all runs the step again next pass
             log.exception("VM %d: %s step raised", vm.id, state)
             vm.failed_in, vm.state, vm.error = state, S.FAILED, f"internal error: {exc.__class__.__name__}: {exc}"[:500]
             reason = f"{state} failed: internal error"
@@ -175,6 +182,10 @@ class Controller:
     def _save(self, vm: VM, reason: str) -> VM | None:
         with self.store.transaction() as tx:
             saved = self.store.vms.save(tx, vm, reason)
+            if saved and vm.state == S.DONE:
+                # In the same transaction as DONE: released earlier, a resubmit racing the step
+                # kept a VM that held an address no lease recorded (two VMs got one IP).
+                self.store.leases.release_vm(tx, vm.id)
         if not saved:
             # Someone (an API call) changed the VM meanwhile: their state wins, the next pass continues.
             log.info("VM %d changed while its step ran; keeping the newer state", vm.id)
@@ -239,9 +250,6 @@ class Controller:
             self.backend_for(ds).delete_vm_disks(ds.path, vm.id)
             for disk in vm.disks:
                 disk.pop("path", None)
-        if vm.intent == "done":
-            with self.store.transaction() as tx:
-                self.store.leases.release_vm(tx, vm.id)
 
     def _migrate(self, vm: VM) -> None:
         with self.store.read() as tx:

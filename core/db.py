@@ -76,6 +76,7 @@ MIGRATIONS: list[tuple[int, list[Any]]] = [
         "ALTER TABLE vms ADD COLUMN shared INTEGER NOT NULL DEFAULT 0",
         "CREATE INDEX vms_owner ON vms (owner_id)",
         "CREATE INDEX images_owner ON images (owner_id)",
+        "CREATE INDEX leases_vm ON leases (vm_id)",  # a VM's release must not lock the whole table
         "CREATE TABLE audit (id {pk}, at DOUBLE PRECISION NOT NULL, user_id BIGINT, user_name {name} NOT NULL, "
         "method VARCHAR(8) NOT NULL, path VARCHAR(512) NOT NULL, operation VARCHAR(64) NOT NULL, "
         "entity VARCHAR(16) NOT NULL, entity_id BIGINT, status INTEGER NOT NULL, code VARCHAR(32) NOT NULL)",
@@ -109,6 +110,11 @@ class Database:
 
     def sql(self, statement: str) -> str:
         return statement
+
+    def transient(self, exc: BaseException) -> bool:
+        """True for a failure that says nothing of the request: a deadlock, a lock wait, a lost
+        connection. The work is idempotent and runs again."""
+        return False
 
     @contextmanager
     def transaction(self, readonly: bool = False) -> Iterator["Tx"]:
@@ -171,6 +177,9 @@ class SqliteDatabase(Database):
         conn.execute("PRAGMA busy_timeout=30000")
         return conn
 
+    def transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
     @contextmanager
     def transaction(self, readonly: bool = False) -> Iterator[Tx]:
         conn = self._connection()
@@ -202,6 +211,15 @@ class MysqlDatabase(Database):
 
     def sql(self, statement: str) -> str:
         return statement.replace("%", "%%").replace("?", "%s")
+
+    # deadlock, lock wait timeout, server gone, connection lost, read-only (a passive node)
+    TRANSIENT = {1205, 1213, 2003, 2006, 2013, 1290}
+
+    def transient(self, exc: BaseException) -> bool:
+        import pymysql
+
+        return isinstance(exc, pymysql.err.InterfaceError) or (
+            isinstance(exc, pymysql.err.OperationalError) and bool(exc.args) and exc.args[0] in self.TRANSIENT)
 
     IDLE_CHECK = 5.0  # seconds idle after which a connection is checked before use
 

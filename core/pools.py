@@ -66,8 +66,10 @@ class VmPool(Pool[VM]):
         vm.created = vm.updated = time.time()
         return super().insert(tx, vm)
 
-    def save(self, tx: Tx, vm: VM, reason: str = "") -> bool:
-        """Compare-and-set: write only if nobody changed the VM since it was read. Records the transition."""
+    def save(self, tx: Tx, vm: VM, reason: str = "", record: bool = False) -> bool:
+        """Compare-and-set: write only if nobody changed the VM since it was read. Records the
+        transition when the state changes, and always with `record` (a user's action: a resubmit
+        during EPILOG changes only the intent, and the history must still say who did it)."""
         row = tx.execute("SELECT version, state FROM vms WHERE id = ?", (vm.id,)).one()
         if row is None or row[0] != vm.version:
             return False
@@ -76,7 +78,7 @@ class VmPool(Pool[VM]):
         vm.updated = time.time()
         sets = ", ".join(f"{c} = ?" for c in ["name", *self.columns, "body"])
         tx.execute(f"UPDATE vms SET {sets} WHERE id = ? AND version = ?", self._values(vm) + [vm.id, vm.version - 1])
-        if previous_state != vm.state:
+        if previous_state != vm.state or record:
             tx.execute("INSERT INTO vm_history (vm_id, at, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?)",
                        (vm.id, vm.updated, previous_state, vm.state, reason))
         return True
@@ -106,8 +108,17 @@ class VmPool(Pool[VM]):
 class LeasePool:
     """Addresses handed out on virtual networks: (vnet, ip) -> VM."""
 
+    def lock_vnet(self, tx: Tx, vnet_id: int) -> None:
+        """Serialize address allocation on one network. SQLite's writers already are (BEGIN
+        IMMEDIATE); on MySQL two creates read the same first free address and one got a 500."""
+        if tx.db.dialect == "mysql":
+            tx.execute("SELECT id FROM vnets WHERE id = ? FOR UPDATE", (vnet_id,))
+
     def taken(self, tx: Tx, vnet_id: int) -> set[str]:
-        return {r[0] for r in tx.execute("SELECT ip FROM leases WHERE vnet_id = ?", (vnet_id,)).all()}
+        # A locking read on MySQL: a plain one reads the transaction's snapshot, taken before the
+        # lock was granted, and misses the addresses the previous holder just leased.
+        lock = " FOR UPDATE" if tx.db.dialect == "mysql" else ""
+        return {r[0] for r in tx.execute(f"SELECT ip FROM leases WHERE vnet_id = ?{lock}", (vnet_id,)).all()}
 
     def add(self, tx: Tx, vnet_id: int, ip: str, vm_id: int) -> None:
         tx.execute("INSERT INTO leases (vnet_id, ip, vm_id) VALUES (?, ?, ?)", (vnet_id, ip, vm_id))

@@ -74,30 +74,51 @@ class Images:
             return self.env.store.images.page(tx, after, limit, condition, params)
 
     def delete(self, actor: Actor, ident: int) -> None:
+        """LOCKED while its file goes, then the row: a crash in between leaves a LOCKED row that the
+        next start removes with its file, never a row without a file or a file without a row."""
         with self.env.store.transaction() as tx:
             image = authz.require_change(actor, "image", self.env.store.images.get(tx, ident), ident)
             if image.state == LOCKED:
-                raise CoreError("STATE_INVALID", f"image {image.name} is being imported", image_id=ident)
+                raise CoreError("STATE_INVALID", f"image {image.name} is being imported or deleted", image_id=ident)
             users = self.env.store.vms.users_of_image(tx, ident)
             if users:
                 raise CoreError("IN_USE", f"image {image.name} is used by VMs", vms=users)
             ds = self.env.store.datastores.require(tx, image.datastore_id)
-            self.env.store.images.delete(tx, ident)
-        self.env.backend_for(ds).delete_image(image.path)
+            image.state = LOCKED
+            self.env.store.images.update(tx, image)
+            self.env.importing.add(ident)
+        try:
+            self.env.backend_for(ds).delete_image(image.path)
+            with self.env.store.transaction() as tx:
+                self.env.store.images.delete(tx, ident)
+        except (DriverError, OSError) as exc:
+            with self.env.store.transaction() as tx:
+                image.state = READY
+                self.env.store.images.update(tx, image)
+            raise CoreError("BACKEND_FAILED", f"cannot delete image {image.name}: {exc}", image_id=ident) from None
+        finally:
+            self.env.importing.discard(ident)
 
     def settle_crashed_imports(self) -> list[str]:
         """At start-up: LOCKED images with no import running here were cut off by a crash. Their rows
         and partial files go; the source is still where it was, so the user imports again."""
         decisions = []
-        with self.env.store.transaction() as tx:
+        with self.env.store.read() as tx:
             stuck = [i for i in self.env.store.images.where(tx, "state = ?", (LOCKED,))
                      if i.id not in self.env.importing]
-            for image in stuck:
-                self.env.store.images.delete(tx, image.id)
             stores = {d.id: d for d in self.env.store.datastores.where(tx, "kind = ?", ("image",))}
         for image in stuck:
-            decisions.append(f"image {image.id} ({image.name}) was LOCKED by an import a crash cut off: removed; "
-                             "import it again")
+            ds = stores.get(image.datastore_id)
+            try:
+                if ds is not None:  # the import may have renamed its file into place before the crash
+                    self.env.backend_for(ds).delete_image(self.env.backend_for(ds).image_path(ds.path, image.id))
+            except (DriverError, OSError) as exc:
+                decisions.append(f"image {image.id} ({image.name}): cannot remove its file ({exc}); left LOCKED")
+                continue
+            with self.env.store.transaction() as tx:
+                self.env.store.images.delete(tx, image.id)
+            decisions.append(f"image {image.id} ({image.name}) was LOCKED by an import or delete a crash cut off: "
+                             "removed; import it again if it was an import")
         for ds in stores.values():
             try:
                 for path in self.env.backend_for(ds).remove_partial_images(ds.path):

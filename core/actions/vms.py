@@ -59,6 +59,8 @@ class Vms:
         with self.env.store.transaction() as tx:  # one transaction: a 409 on the fifth VM leaves none
             disks = self._disks(tx, actor, spec.disks, count)
             vnets = [self.env.store.vnets.require(tx, vnet_id) for vnet_id in spec.nics]
+            for vnet_id in sorted(set(spec.nics)):  # one order for every transaction: no deadlock
+                self.env.store.leases.lock_vnet(tx, vnet_id)
             for index in range(count):
                 vm = VM(name=spec.name if count == 1 else f"{spec.name[:120]}-{index}", owner_id=actor.user_id,
                         group_id=actor.group_id, shared=spec.shared, state=S.HOLD if spec.hold else S.PENDING,
@@ -134,7 +136,8 @@ class Vms:
                 vm.host_id, vm.target_host_id = vm.target_host_id, None
             if vm.state == S.DONE:
                 self.env.store.leases.release_vm(tx, vm.id)  # no lease outlives its VM
-            if not self.env.store.vms.save(tx, vm, f"{actor.name}: {action}" + (f" --{how}" if how else "")):
+            if not self.env.store.vms.save(tx, vm, f"{actor.name}: {action}" + (f" --{how}" if how else ""),
+                                           record=True):
                 raise CoreError("STATE_INVALID", f"VM {ident} changed meanwhile; read it again", vm_id=ident)
         self.env.wake()
         return vm

@@ -64,6 +64,7 @@ class Vnets:
 
     def lease(self, tx: Tx, vnet: VNet, vm_id: int) -> dict[str, Any]:
         """The first free address of the network, leased to the VM inside the caller's transaction."""
+        self.env.store.leases.lock_vnet(tx, vnet.id)
         taken = self.env.store.leases.taken(tx, vnet.id)
         for r in vnet.ranges:
             first = int(ipaddress.IPv4Address(r["first"]))

@@ -355,3 +355,110 @@ def test_a_monitoring_time_in_the_future_does_not_stop_monitoring(world):
         world.store.hosts.update(tx, host)
     assert world.controller.monitor_hosts() >= 1
     assert world.manager.hosts.get(SYSTEM, h1.id).monitored_at == world.controller.clock.wall()
+
+
+# -- found by the kill -9 test (tests/manager/test_kill9.py) ---------------------------------------
+def test_a_resubmit_during_the_epilog_step_keeps_the_vms_lease(world):
+    """The step released the lease in its own transaction; a resubmit meanwhile brought the VM back
+    holding an address no lease recorded, and the next VM got the same IP."""
+    _, _, _, image = world.basic()
+    vnet = world.manager.vnets.create(SYSTEM, "lan", "br0", [{"first": "10.9.0.10", "size": 4}])
+    vm = world.manager.vms.create(SYSTEM, spec("a", disks=[image.id], nics=[vnet.id]))[0]
+    world.settle()
+    world.manager.vms.action(SYSTEM, vm.id, "shutdown")
+    world.controller.advance(vm.id)  # SHUTDOWN(done) -> EPILOG(done)
+    assert world.vm(vm.id).state == S.EPILOG
+    real = world.backend.delete_vm_disks
+
+    def meanwhile(path, vm_id):  # the user resubmits while the step runs
+        world.manager.vms.action(SYSTEM, vm.id, "resubmit")
+        real(path, vm_id)
+    world.backend.delete_vm_disks = meanwhile
+    world.controller.advance(vm.id)
+    world.backend.delete_vm_disks = real
+    world.settle()
+    again = world.vm(vm.id)
+    other = world.manager.vms.create(SYSTEM, spec("b", disks=[image.id], nics=[vnet.id]))[0]
+    assert again.state == S.RUNNING
+    assert {"ip": again.nics[0]["ip"], "vm_id": vm.id} in world.manager.vnets.leases(SYSTEM, vnet.id)
+    assert other.nics[0]["ip"] != again.nics[0]["ip"]
+    assert any(h["reason"] == "system: resubmit" for h in world.manager.vms.history(SYSTEM, vm.id))
+
+
+def test_an_import_killed_after_its_file_was_in_place_leaves_no_file(world, tmp_path):
+    (tmp_path / "images").mkdir()
+    images = world.manager.datastores.create(SYSTEM, "images", str(tmp_path / "images"), kind="image")
+    from appliance.core.entities import Image
+
+    with world.store.transaction() as tx:  # the kill hit after the rename, before READY
+        stuck = world.store.images.insert(tx, Image(name="done-but-locked", datastore_id=images.id, state="LOCKED"))
+    final = Path(world.backend.image_path(images.path, stuck.id))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    final.write_bytes(b"a whole image")
+    world.manager.images.settle_crashed_imports()
+    assert not final.exists() and world.manager.images.page(SYSTEM, 0, 10) == ([], None)
+
+
+def test_an_image_delete_cut_off_after_the_file_went_is_finished_at_start_up(world, tmp_path, monkeypatch):
+    _, images, _, _ = world.basic()
+    image = world.manager.images.create(SYSTEM, "gone", images.id, size_mb=1)
+
+    class Killed(BaseException):
+        pass
+    real = world.store.images.delete
+
+    def kill_before_the_row_goes(tx, ident):
+        raise Killed()
+    monkeypatch.setattr(world.store.images, "delete", kill_before_the_row_goes)
+    with pytest.raises(Killed):
+        world.manager.images.delete(SYSTEM, image.id)
+    monkeypatch.setattr(world.store.images, "delete", real)
+    assert world.manager.images.get(SYSTEM, image.id).state == "LOCKED"  # never READY without its file
+    world.manager.env.importing.clear()  # the process is gone
+    world.manager.images.settle_crashed_imports()
+    with pytest.raises(CoreError):
+        world.manager.images.get(SYSTEM, image.id)
+
+
+def test_concurrent_creates_on_one_network_get_distinct_addresses_never_a_500(world):
+    _, _, _, image = world.basic()
+    vnet = world.manager.vnets.create(SYSTEM, "lan", "br0", [{"first": "10.9.0.10", "size": 200}])
+    errors: list[BaseException] = []
+
+    def create(n: int) -> None:
+        for i in range(10):
+            try:
+                world.manager.vms.create(SYSTEM, spec(f"c{n}-{i}", disks=[image.id], nics=[vnet.id], hold=True))
+            except CoreError as exc:
+                errors.append(exc)
+            except Exception as exc:  # noqa: BLE001 (the defect: an IntegrityError became a 500)
+                errors.append(exc)
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    leases = world.manager.vnets.leases(SYSTEM, vnet.id)
+    assert len(leases) == 40 and len({lease["ip"] for lease in leases}) == 40
+
+
+def test_a_database_deadlock_in_a_step_is_retried_not_a_failed_vm(world, monkeypatch):
+    _, _, _, image = world.basic()
+    vm = world.manager.vms.create(SYSTEM, spec(disks=[image.id]))[0]
+    calls = {"n": 0}
+    real = world.controller._prolog
+
+    def deadlocked_once(current):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise DeadlockLike()
+        return real(current)
+    monkeypatch.setattr(world.controller, "_prolog", deadlocked_once)
+    monkeypatch.setattr(world.store.db, "transient", lambda exc: isinstance(exc, DeadlockLike))
+    world.settle()
+    assert world.vm(vm.id).state == S.RUNNING and calls["n"] >= 2
+
+
+class DeadlockLike(Exception):
+    """What the database raises for a deadlock (pymysql 1213): says nothing about the VM."""

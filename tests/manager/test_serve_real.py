@@ -49,9 +49,10 @@ class Serve:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"serve exited: {self.log.read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
+            try:  # an HTTP answer, not a connect: a port in the ephemeral range can connect to itself
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/health", timeout=1) as answer:
+                    if answer.status == 200:
+                        return
             except OSError:
                 time.sleep(0.05)  # poll interval inside the deadline loop
         raise AssertionError("serve did not listen")
