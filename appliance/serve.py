@@ -62,7 +62,8 @@ class ApiConfig(_Section):
 class PathsConfig(_Section):
     state_dir: Optional[str] = None
     # Directories that may hold datastores, and from which images may be imported.
-    # Default: <state_dir>/datastores and <state_dir>/import.
+    # Default: <state_dir>/datastores and <state_dir>/import. A file inside a datastore is never
+    # imported, whatever the roots say (it is some user's image or VM disk).
     datastore_roots: Optional[list[str]] = None
     import_roots: Optional[list[str]] = None
 
@@ -173,7 +174,8 @@ def build(config: ServeConfig) -> Service:
         return backends[ds.backend]
 
     datastore_roots = config.paths.datastore_roots or [str(state_dir / "datastores")]
-    import_roots = config.paths.import_roots or [str(state_dir / "import")] + datastore_roots
+    # Never the datastores: an import from one copied another user's private image or VM disk.
+    import_roots = config.paths.import_roots or [str(state_dir / "import")]
     wake_event, stop_event = threading.Event(), threading.Event()
     hooks = Hooks([Hook(h.on, tuple(h.command), h.timeout) for h in config.hooks], runner)
     s = config.scheduler

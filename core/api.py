@@ -7,6 +7,7 @@ Listings join the stored JSON bodies as they are: no decode and re-encode of tho
 
 import json
 import logging
+import re
 from typing import Annotated, Any, Literal, Optional
 
 from fastapi import Depends, FastAPI, Path, Query, Request
@@ -214,8 +215,9 @@ class AuditMiddleware:
             route = scope.get("route")
             operation = getattr(route, "operation_id", None) or "unmatched"
             entity_id = state.get("entity_id", (scope.get("path_params") or {}).get("ident"))
+            path = re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", scope.get("path", ""))
             code = state.get("error_code") or ("OK" if status["code"] < 400 else "HTTP_ERROR")
-            self.manager.audit.record(state.get("actor"), scope["method"], scope.get("path", "")[:512], operation,
+            self.manager.audit.record(state.get("actor"), scope["method"], path[:512], operation,
                                       status["code"], code, _entity_of(operation),
                                       int(entity_id) if str(entity_id or "").isdigit() else None)
 
@@ -226,6 +228,53 @@ def _json(body: str, status: int = 200) -> Response:
 
 def _page(bodies: list[str], cursor: int | None) -> Response:
     return _json('{"items":[' + ",".join(bodies) + '],"next":' + ("null" if cursor is None else str(cursor)) + "}")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuse request bodies over MAX_BODY before anything reads them whole (413): without it an
+    unauthenticated 300 MB POST was buffered in memory before the token was even looked at."""
+
+    MAX_BODY = 1024 * 1024
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.MAX_BODY:
+            await self._refuse(send)
+            return
+        seen = {"bytes": 0, "started": False}
+
+        async def counted() -> dict[str, Any]:
+            message = await receive()
+            seen["bytes"] += len(message.get("body", b""))
+            if seen["bytes"] > self.MAX_BODY:
+                raise BodyTooLarge()
+            return message
+
+        async def watched(message: dict[str, Any]) -> None:
+            seen["started"] = seen["started"] or message["type"] == "http.response.start"
+            await send(message)
+        try:
+            await self.app(scope, counted, watched)
+        except BodyTooLarge:
+            if not seen["started"]:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = json.dumps({"error": {"code": "REQUEST_INVALID", "message": f"the body is over {self.MAX_BODY} bytes",
+                                     "details": {}, "fix": fix_for("REQUEST_INVALID")}}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
 
 def create_app(manager: Manager) -> FastAPI:
@@ -440,6 +489,7 @@ def create_app(manager: Manager) -> FastAPI:
         created(request, row["id"])
         return {"token": row, "secret": secret}
 
+    app.add_middleware(BodyLimit)
     unruled = [r.operation_id for r in app.routes if isinstance(r, APIRoute) and r.operation_id not in authz.RULES
                and r.operation_id not in authz.PUBLIC]
     if unruled:

@@ -35,6 +35,17 @@ class Images:
                             field="source")
         if source is not None:
             source = self.env.import_paths.check(values.path(source, "source"), "source")
+        with self.env.store.read() as tx:
+            stores = [self.env.datastore_paths.resolve(d.path) for d in self.env.store.datastores.where(tx)]
+
+        def importable(path: str) -> bool:
+            """Under an import root, and in no datastore: there it is some user's image or VM disk."""
+            real = self.env.import_paths.resolve(path)
+            return self.env.import_paths.allows(path) and not any(
+                real == root or real.startswith(root.rstrip("/") + "/") for root in stores)
+        if source is not None and not importable(source):
+            raise CoreError("VALUE_INVALID", f"source {source} lies in a datastore; images are imported only from "
+                            "the import directories", field="source", value=source)
         with self.env.store.transaction() as tx:
             ds = self.env.store.datastores.require(tx, datastore_id)
             if ds.kind != "image":
@@ -48,7 +59,7 @@ class Images:
         image.path = backend.image_path(ds.path, image.id)
         try:
             if source is not None:
-                image.size_mb = backend.import_image(source, image.path, self.env.import_paths.allows)
+                image.size_mb = backend.import_image(source, image.path, importable)
             else:
                 backend.create_image(image.path, int(size_mb or 0))
                 image.size_mb = int(size_mb or 0)
@@ -58,7 +69,11 @@ class Images:
         except (DriverError, OSError) as exc:
             with self.env.store.transaction() as tx:
                 self.env.store.images.delete(tx, image.id)
-            raise CoreError("VALUE_INVALID", f"cannot create image {name}: {exc}", field="source",
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "failed"
+            if "`" in reason:  # a command line and its output: the log has them, the user gets no probe
+                log.warning("image %d (%s): %s", image.id, name, exc)
+                reason = "the source cannot be read as a disk image"
+            raise CoreError("VALUE_INVALID", f"cannot create image {name}: {reason}", field="source",
                             value=source) from None
         finally:
             self.env.importing.discard(image.id)
@@ -81,8 +96,9 @@ class Images:
             if image.state == LOCKED:
                 raise CoreError("STATE_INVALID", f"image {image.name} is being imported or deleted", image_id=ident)
             users = self.env.store.vms.users_of_image(tx, ident)
-            if users:
-                raise CoreError("IN_USE", f"image {image.name} is used by VMs", vms=users)
+            if users:  # a user learns how many, not which: they may be other users' private VMs
+                raise CoreError("IN_USE", f"image {image.name} is used by {len(users)} VM(s)",
+                                **({"vms": users} if actor.sees_all else {"count": len(users)}))
             ds = self.env.store.datastores.require(tx, image.datastore_id)
             image.state = LOCKED
             self.env.store.images.update(tx, image)

@@ -17,8 +17,10 @@ from . import Env, values
 
 DEFAULT_GROUP = "users"
 ADMIN_GROUP = "admins"
-DEFAULT_TOKEN_LIFETIME = 90 * 24 * 3600.0  # seconds; 0 asks for a token that never expires
+DEFAULT_TOKEN_LIFETIME = 90 * 24 * 3600.0  # seconds; 0 asks for a token that never expires (admins)
 MAX_TOKEN_LIFETIME = 10 * 365 * 24 * 3600.0
+MAX_USER_TOKEN_LIFETIME = 365 * 24 * 3600.0  # a leaked user token dies within a year, whatever it minted
+MAX_LIVE_TOKENS = 100  # per user: a flood of tokens is refused
 USED_EVERY = 60.0  # last_used_at is written at most this often per token (a write per request costs)
 
 
@@ -126,14 +128,19 @@ class Users:
         if owner != actor.user_id and not actor.admin:
             raise CoreError("FORBIDDEN", "only an administrator may create tokens for another user", user_id=owner)
         lifetime = DEFAULT_TOKEN_LIFETIME if expires_in is None else float(expires_in)
-        if lifetime < 0 or lifetime > MAX_TOKEN_LIFETIME:
-            raise CoreError("VALUE_INVALID", f"expires_in must be 0 (never) to {int(MAX_TOKEN_LIFETIME)} seconds",
-                            field="expires_in", value=expires_in)
+        longest = MAX_TOKEN_LIFETIME if actor.admin else MAX_USER_TOKEN_LIFETIME
+        if lifetime < 0 or lifetime > longest or (lifetime == 0 and not actor.admin):
+            raise CoreError("VALUE_INVALID", f"expires_in must be 1 to {int(longest)} seconds"
+                            + (" (or 0: never)" if actor.admin else ""), field="expires_in", value=expires_in)
         secret = secrets.token_urlsafe(32)
         now = self.env.wall()
         with self.env.store.transaction() as tx:
             if self.env.store.users.get(tx, owner) is None:
                 raise not_found("user", owner)
+            live = tx.execute("SELECT COUNT(*) FROM tokens WHERE user_id = ? AND revoked_at IS NULL AND "
+                              "(expires_at IS NULL OR expires_at > ?)", (owner, now)).one()[0]
+            if live >= MAX_LIVE_TOKENS:
+                raise CoreError("IN_USE", f"user {owner} has {live} live tokens; revoke some first", count=live)
             ident = self.env.store.tokens.insert(tx, owner, values.name(name), token_hash(secret), now,
                                                  None if lifetime == 0 else now + lifetime)
             row = self.env.store.tokens.get(tx, ident)

@@ -80,6 +80,11 @@ class Vms:
             image = authz.require_use(actor, "image", self.env.store.images.get(tx, image_id), image_id)
             if image.state != "READY":
                 raise CoreError("STATE_INVALID", f"image {image.name} is {image.state}", image_id=image_id)
+            if image.persistent and image.owner_id != actor.user_id and not actor.admin:
+                # A persistent image is written by its one VM: another user's VM would lock it
+                # away from its owner, and write to the owner's data.
+                raise CoreError("FORBIDDEN", f"persistent image {image.name} is used only by its owner's VMs",
+                                image_id=image_id)
             if image.persistent and (count > 1 or self.env.store.vms.users_of_image(tx, image_id)
                                      or image_ids.count(image_id) > 1):
                 raise CoreError("IN_USE", f"persistent image {image.name} is already used", image_id=image_id)

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from appliance.core import authz
-from appliance.core.actions import Manager
+from appliance.core.actions import Manager, PathPolicy
 from appliance.core.api import create_app
 from appliance.core.authz import SYSTEM
 
@@ -185,11 +185,11 @@ def test_tokens_are_named_listed_expire_and_are_revoked(cloud):
     assert other.get("/api/v1/whoami").json()["name"] == "alice"
     wall.now += 3601
     assert other.get("/api/v1/whoami").status_code == 401
-    again = alice.post("/api/v1/tokens", json={"name": "ci2", "expires_in": 0}).json()
+    again = cloud["admin"].post("/api/v1/tokens", json={"name": "ci2", "expires_in": 0}).json()
     other.headers["Authorization"] = f"Bearer {again['secret']}"
     wall.now += 20 * 365 * 86400
-    assert other.get("/api/v1/whoami").status_code == 200  # 0: never expires
-    assert alice.delete(f"/api/v1/tokens/{again['token']['id']}").status_code == 204
+    assert other.get("/api/v1/whoami").status_code == 200  # 0: never expires (administrators only)
+    assert cloud["admin"].delete(f"/api/v1/tokens/{again['token']['id']}").status_code == 204
     assert other.get("/api/v1/whoami").status_code == 401
 
 
@@ -268,3 +268,64 @@ def test_an_administrators_public_image_is_usable_by_everyone_and_only_admins_pu
     refused = cloud["alice"].post("/api/v1/images", json={"name": "mine", "datastore_id": images.id, "size_mb": 1,
                                                           "public": True})
     assert refused.status_code == 403
+
+
+# -- found by a hostile-user probe ----------------------------------------------------------------
+def test_no_user_copies_another_users_image_or_disk_by_importing_it(cloud, tmp_path):
+    """Import roots used to include the datastores: carol imported bob's private image by its path."""
+    world = cloud["world"]
+    _, images, system, base = world.basic()
+    world.manager.env.import_paths = PathPolicy([str(tmp_path)])  # even roots that contain the datastores
+    private = cloud["bob"].post("/api/v1/images", json={"name": "bob-secret", "datastore_id": images.id,
+                                                        "size_mb": 1}).json()
+    bob_vm = _vm(cloud["bob"], base.id)
+    world.settle()
+    disk = world.manager.vms.get(SYSTEM, bob_vm["id"]).disks[0]["path"]
+    for source in (private["path"], disk):
+        stolen = cloud["carol"].post("/api/v1/images", json={"name": "stolen", "datastore_id": images.id,
+                                                             "source": source})
+        assert stolen.status_code == 422 and "datastore" in stolen.json()["error"]["message"], stolen.text
+
+
+def test_a_user_learns_how_many_vms_use_its_image_not_which(cloud):
+    _, images, _, _ = cloud["world"].basic()
+    shared = cloud["alice"].post("/api/v1/images", json={"name": "team-img", "datastore_id": images.id,
+                                                         "size_mb": 1, "shared": True}).json()
+    _vm(cloud["carol"], shared["id"])  # carol, same group, uses it in her private VM
+    refused = cloud["alice"].delete(f"/api/v1/images/{shared['id']}")
+    assert refused.status_code == 409 and refused.json()["error"]["details"] == {"count": 1}
+
+
+def test_another_users_shared_persistent_image_cannot_be_taken(cloud):
+    _, images, _, _ = cloud["world"].basic()
+    mine = cloud["alice"].post("/api/v1/images", json={"name": "alice-data", "datastore_id": images.id,
+                                                       "size_mb": 1, "shared": True, "persistent": True}).json()
+    taken = cloud["carol"].post("/api/v1/vms", json={"name": "x", "disks": [mine["id"]], "hold": True})
+    assert taken.status_code == 403
+    _vm(cloud["alice"], mine["id"], hold=True)
+
+
+def test_user_tokens_expire_within_a_year_and_are_not_flooded(cloud, monkeypatch):
+    from appliance.core.actions import users
+
+    assert cloud["alice"].post("/api/v1/tokens", json={"name": "forever", "expires_in": 0}).status_code == 422
+    assert cloud["alice"].post("/api/v1/tokens", json={"name": "long", "expires_in": 400 * 86400}).status_code == 422
+    assert cloud["admin"].post("/api/v1/tokens", json={"name": "forever", "expires_in": 0}).status_code == 201
+    monkeypatch.setattr(users, "MAX_LIVE_TOKENS", 3)
+    answers = [cloud["alice"].post("/api/v1/tokens", json={"name": f"t{i}"}).status_code for i in range(4)]
+    assert answers == [201, 201, 409, 409]  # she had her initial token already
+
+
+def test_a_huge_body_is_refused_before_anything_reads_it(cloud):
+    from appliance.core.api import BodyLimit
+
+    body = b'{"name": "' + b"x" * (BodyLimit.MAX_BODY + 10) + b'"}'
+    client = TestClient(cloud["admin"].app, raise_server_exceptions=False)
+    refused = client.post("/api/v1/images", content=body, headers={"Content-Type": "application/json"})
+    assert refused.status_code == 413
+
+
+def test_control_characters_in_a_path_cannot_forge_audit_lines(cloud):
+    cloud["alice"].post("/api/v1/%0a2026-01-01%20root%20DELETE%20/api/v1/users/2%20204")
+    last = cloud["admin"].get("/api/v1/audit?limit=5000").json()["items"][-1]
+    assert "\n" not in last["path"] and "\\x0a" in last["path"]
