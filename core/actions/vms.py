@@ -130,14 +130,18 @@ class Vms:
             ds_id = None
             if action == "deploy":
                 ds_id = datastore_id if datastore_id is not None else self._default_system_datastore(tx)
-                self.env.store.datastores.require(tx, ds_id)
+                if self.env.store.datastores.require(tx, ds_id).kind != "system":
+                    # VM disks live on system datastores; one elsewhere would strand the VM PENDING
+                    raise CoreError("VALUE_INVALID", f"datastore {ds_id} is not a system datastore",
+                                    field="datastore_id", value=ds_id)
             previous_state = vm.state
+            migrating = vm.state == S.MIGRATE or (vm.state == S.FAILED and vm.failed_in == S.MIGRATE)
             enter(vm, state, intent)
             if action == "deploy":
                 vm.host_id, vm.datastore_id = host_id, ds_id
             elif action == "migrate":
                 vm.target_host_id = host_id
-            elif action == "recover" and previous_state == S.MIGRATE and how == "success":
+            elif action == "recover" and migrating and how == "success":
                 vm.host_id, vm.target_host_id = vm.target_host_id, None
             if vm.state == S.DONE:
                 self.env.store.leases.release_vm(tx, vm.id)  # no lease outlives its VM
