@@ -32,7 +32,7 @@ class Serve:
         self.config = tmp / "manager.toml"
         lines = ["[database]"] + [f'{k} = "{v}"' for k, v in database.items()] + [
             "", "[api]", 'bind = "127.0.0.1"', f"port = {self.port}", "", "[paths]", f'state_dir = "{self.home}"',
-            f'datastore_roots = ["{tmp}"]',
+            f'datastore_roots = ["{tmp}"]', f'import_roots = ["{tmp}"]',
             "", "[scheduler]", "interval = 0.2"]
         self.config.write_text("\n".join(lines) + "\n")
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")},
