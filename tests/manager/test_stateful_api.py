@@ -56,7 +56,7 @@ RECOVER_AFTER = 300.0  # core.actions.vms.RECOVER_TRANSIENT_AFTER
 TABLES = ("leases", "vm_history", "vms", "images", "vnets", "datastores", "hosts", "clusters", "tokens", "users",
           "user_groups", "audit")
 
-SETTINGS = settings(max_examples=4, stateful_step_count=30, deadline=None, derandomize=True, database=None,
+SETTINGS = settings(max_examples=12, stateful_step_count=50, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                            HealthCheck.data_too_large])
 
