@@ -294,19 +294,19 @@ class Qcow2Backend:
     def remove_partial_images(self, datastore_path: str) -> list[str]:
         """Delete <ds>/images/<digits>.qcow2.tmp (an import or create that crashed before its rename);
         returns the paths removed. Only when nothing is importing into this datastore (start-up)."""
-        names = self._names(["find", f"{datastore_path}/images", "-mindepth", "1", "-maxdepth", "1", "-type", "f",
-                             "-printf", "%f\\0"])
-        paths = sorted(f"{datastore_path}/images/{n}" for n in names if PARTIAL_IMAGE.fullmatch(n))
-        if paths:
-            self._run(["rm", "-f", "--", *paths])
-        return paths
+        return self._remove_matching(f"{datastore_path}/images", 1, PARTIAL_IMAGE)
 
     def remove_partial_disks(self, datastore_path: str) -> list[str]:
         """Delete <ds>/vms/<digits>/disk.<digits>.qcow2.tmp (a clone that crashed before its rename);
         returns the paths removed. Only when nothing is cloning into this datastore (start-up)."""
-        names = self._names(["find", f"{datastore_path}/vms", "-mindepth", "2", "-maxdepth", "2", "-type", "f",
+        return self._remove_matching(f"{datastore_path}/vms", 2, PARTIAL_DISK)
+
+    def _remove_matching(self, directory: str, depth: int, pattern: "re.Pattern[str]") -> list[str]:
+        """Delete the regular files exactly `depth` levels below `directory` whose relative path
+        matches `pattern` in full; nothing else is touched."""
+        names = self._names(["find", directory, "-mindepth", str(depth), "-maxdepth", str(depth), "-type", "f",
                              "-printf", "%P\\0"])
-        paths = sorted(f"{datastore_path}/vms/{n}" for n in names if PARTIAL_DISK.fullmatch(n))
+        paths = sorted(f"{directory}/{n}" for n in names if pattern.fullmatch(n))
         if paths:
             self._run(["rm", "-f", "--", *paths])
         return paths
