@@ -9,7 +9,7 @@ from typing import Any
 from appliance.checkers import CheckRun, check_node
 from appliance.ha.cib import Clone
 from appliance.inventory.load import Site, load_site, read_inventory
-from appliance.inventory.secrets import Redactor, generate_secrets, generate_tls, secrets_toml, write_secrets_file
+from appliance.inventory.secrets import Redactor, new_secrets_text, write_secrets_file
 from appliance.plan import plan_data, secret_leaks
 from appliance.render import refuse_non_empty, write_tree
 from appliance.core.reports import Report, ReportError, errors_in
@@ -101,19 +101,6 @@ def init_secrets(inventory: Path, output: Path | None) -> Path:
         raise ReportError([Report("SECRETS_EXISTS", f"{output} already exists", value=str(output))])
     write_secrets_file(output, new_secrets_text(inv))
     return output
-
-
-def new_secrets_text(inv) -> str:
-    """Fresh random secrets for an inventory, with a site certificate when proxy.tls.generate."""
-    import dataclasses
-
-    devices = [d.name for d in inv.fencing.devices]
-    secrets = generate_secrets(devices)
-    if inv.proxy.tls.generate:
-        fqdn = f"{inv.cluster.name}.{inv.network.lan_domain}"
-        cert, key = generate_tls(fqdn, [fqdn, inv.cluster.name], [inv.network.lan_vip])
-        secrets = dataclasses.replace(secrets, tls_certificate=cert, tls_key=key)
-    return secrets_toml(secrets, devices)
 
 
 def connect(site: Site, trust_new_host_keys: bool = False) -> dict:

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.inventory.secrets import write_secrets_file
+from appliance.inventory.secrets import new_secrets_text, write_secrets_file
 from appliance.core.reports import Report, ReportError
 from appliance.runner.atomic import atomic_write
 
@@ -274,7 +274,6 @@ def up(lab: Path = DEFAULT_DIR, token: int = 3000) -> dict:
     if not (lab / "lab.toml").exists():
         atomic_write(lab / "lab.toml", inventory_text(lab, token).encode(), 0o644)
     if not (lab / "lab.secrets.toml").exists():
-        from appliance.actions import new_secrets_text
         from appliance.inventory.load import read_inventory
 
         inventory, _ = read_inventory(lab / "lab.toml")

@@ -233,3 +233,16 @@ def write_secrets_file(path: Path, content: str) -> None:
         os.link(tmp, path)  # fails if path exists: never clobber an operator's secrets
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def new_secrets_text(inv) -> str:
+    """Fresh random secrets for an inventory, with a site certificate when proxy.tls.generate."""
+    import dataclasses
+
+    devices = [d.name for d in inv.fencing.devices]
+    secrets = generate_secrets(devices)
+    if inv.proxy.tls.generate:
+        fqdn = f"{inv.cluster.name}.{inv.network.lan_domain}"
+        cert, key = generate_tls(fqdn, [fqdn, inv.cluster.name], [inv.network.lan_vip])
+        secrets = dataclasses.replace(secrets, tls_certificate=cert, tls_key=key)
+    return secrets_toml(secrets, devices)
