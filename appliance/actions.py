@@ -135,27 +135,37 @@ def require_wheelhouse(site: Site) -> None:
                                   "wheelhouse to the directory it wrote (relative to the inventory)")])
 
 
-def install(inventory: Path, secrets: Path | None, *, check: bool, trust_new_host_keys: bool = False,
-            progress=lambda message: None) -> dict:
-    """Plan against the live nodes, apply what differs (unless check), then verify the pair."""
+def install(inventory: Path, secrets: Path | None, *, check: bool, diff: bool = False,
+            trust_new_host_keys: bool = False, progress=lambda message: None) -> dict:
+    """Gather facts from the live nodes, plan once on them, apply what differs (unless check), verify."""
     from appliance.install import Installer
     from appliance.verify import verify
 
     site = load_site(inventory, secrets, require_secrets=True)
     if not check:
         require_wheelhouse(site)
-    _plans(site)  # the leak guard, before anything is sent anywhere
     runners = connect(site, trust_new_host_keys)
     progress(f"connected to {', '.join(runners)}; {'checking' if check else 'applying'}")
-    result = Installer(site, runners, check=check, progress=progress).run()
-    document = {"ok": True, "check": check, "changed": [vars(c) for c in result.changed],
-                "unchanged": sum(1 for c in result.changes if c.status == "ok")}
+    installer = Installer(site, runners, check=check, diff=diff, progress=progress, vet=_vet(site))
+    result = installer.run()
+    document = {"ok": True, "check": check,
+                "changed": [{k: v for k, v in vars(c).items() if v or k != "diff"} for c in result.changed],
+                "unchanged": sum(1 for c in result.changes if c.status == "ok"), "notes": result.notes}
     if not check:
         progress("verifying")
         health = verify(site, runners)
         document["verify"] = health.checks
         document["ok"] = health.ok
     return document
+
+
+def _vet(site: Site):
+    """The same leak guard on the plan made from the nodes' facts, before it is applied."""
+    def vet(plans: list[RolePlan]) -> None:
+        leaks = secret_leaks(plans, Redactor(site.secrets).contains_secret)
+        if leaks:
+            raise RuntimeError("files holding secrets are readable by others: " + ", ".join(leaks))
+    return vet
 
 
 def run_drill(inventory: Path, fault: str, node: str | None, *, restore_after: bool = True,

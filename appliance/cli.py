@@ -71,6 +71,12 @@ def _print_install(document: dict, as_json: bool) -> None:
     changed = document["changed"]
     verb = "would change" if document["check"] else "changed"
     print(f"{len(changed)} {verb}, {document['unchanged']} already as wanted")
+    for change in changed:
+        print(f"  {change['node']}: {change['status']:<12} {change['what']}")
+        for line in change.get("diff", "").rstrip("\n").splitlines():
+            print(f"      {line}")
+    for note in document.get("notes", []):
+        print(f"  note: {note}")
     for check in document.get("verify", []):
         print(f"  {'ok  ' if check['ok'] else 'FAIL'} {check['check']}: {check['detail']}")
 
@@ -93,7 +99,8 @@ def main_options(
 def install(
     inventory: Path = InventoryOpt,
     check: bool = typer.Option(False, "--check", help="Print the plan; contact nothing, change nothing."),
-    diff: bool = typer.Option(False, "--diff", help="With --check: show each file's content as a diff."),
+    diff: bool = typer.Option(False, "--diff", help="Show each change as a diff: with --check, the planned files; "
+                              "with --check --live or a real install, files and CIB against the nodes."),
     live: bool = typer.Option(False, "--live", help="With --check: compare with the live nodes over SSH."),
     trust_new_host_keys: bool = typer.Option(False, "--trust-new-host-keys",
                                              help="Accept and record host keys not yet in known_hosts (never a changed one)."),
@@ -108,7 +115,7 @@ def install(
 
     if not check or live:
         progress = (lambda m: None) if as_json else (lambda m: print(m, file=sys.stderr, flush=True))
-        document = run_action(as_json, lambda: actions.install(inventory, secrets, check=check,
+        document = run_action(as_json, lambda: actions.install(inventory, secrets, check=check, diff=diff,
                                                                trust_new_host_keys=trust_new_host_keys,
                                                                progress=progress))
         _print_install(document, as_json)

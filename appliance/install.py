@@ -1,10 +1,14 @@
-"""`appliance install`: gather -> compare -> change, role by role, node by node, over SSH.
+"""`appliance install`: gather -> plan -> apply, role by role, node by node, over SSH.
 
-A file is written only when its content or mode differs (atomically, through the runner). A step
-runs only when its `unless` check fails, or, for handlers, when one of its files changed in this
-run. The CIB goes in as a crm_diff patch, only when it differs. A second run changes nothing.
-A failure stops the run with a coded report naming node and step, and the result lists exactly
-what had been applied before it.
+gather reads facts from every node (roles/facts.py: disk signatures, DRBD state per resource,
+LVM, mounts, membership); plan runs once on those facts; apply compares each file and step with
+the node and changes what differs. A file is written only when its content or mode differs
+(atomically, through the runner). A step runs only when its `unless` check fails, or, for
+handlers, when one of its files changed in this run; a destructive step re-reads its proof first
+and is refused if the proof no longer holds. The CIB goes in as a crm_diff patch of appliance's
+own ids, only when it differs. --check stops before any change: every comparison is a read.
+A second run changes nothing. A failure stops the run with a coded report naming node and step,
+and the result lists exactly what had been applied before it.
 """
 from __future__ import annotations
 
@@ -12,11 +16,14 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Callable
 
-from appliance.core.runner import CommandFailed, Runner
-from appliance.ha import cib as cibmod
-from appliance.ha.cib_push import merge
-from appliance.inventory.load import Site
+from appliance.core.runner import CommandFailed, Runner, Secret
 from appliance.core.reports import Report, ReportError
+from appliance.ha import cib as cibmod
+from appliance.ha.cib_push import configuration_of, merge
+from appliance.inventory.load import Site
+from appliance.inventory.secrets import Redactor
+from appliance.plan import cib_diff, file_diff
+from appliance.roles.facts import SiteFacts, gather
 from appliance.roles.model import CLUSTER, FileSpec, RolePlan, Step
 from appliance.roles.registry import plan_site
 
@@ -29,17 +36,20 @@ class Change:
     role: str
     node: str
     what: str
-    status: str  # changed | ok | would-change | failed
+    status: str  # changed | ok | would-change | failed | refused
     detail: str = ""
+    diff: str = ""  # with --diff: what changed (secrets redacted)
 
 
 @dataclass
 class InstallResult:
     changes: list[Change] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the facts did not allow, said plainly
+    facts: SiteFacts | None = None
 
     @property
     def changed(self) -> list[Change]:
-        return [c for c in self.changes if c.status in ("changed", "would-change")]
+        return [c for c in self.changes if c.status in ("changed", "would-change", "refused")]
 
 
 def with_block(current: str, block: str) -> str:
@@ -55,21 +65,41 @@ def with_block(current: str, block: str) -> str:
 
 
 class Installer:
-    def __init__(self, site: Site, runners: dict[str, Runner], *, check: bool = False,
-                 progress: Callable[[str], None] = lambda message: None):
+    def __init__(self, site: Site, runners: dict[str, Runner], *, check: bool = False, diff: bool = False,
+                 progress: Callable[[str], None] = lambda message: None,
+                 vet: Callable[[list[RolePlan]], None] = lambda plans: None):
         self.site = site
         self.runners = runners
         self.check = check
+        self.diff = diff
         self.progress = progress
+        self.vet = vet  # refuses a plan before anything is sent (e.g. a secret in a world-readable file)
+        self.redact = Redactor(site.secrets)
         self.result = InstallResult()
 
-    def _record(self, role: str, node: str, what: str, status: str, detail: str = "") -> None:
-        self.result.changes.append(Change(role, node, what, status, detail))
+    def _record(self, role: str, node: str, what: str, status: str, detail: str = "", diff: str = "") -> None:
+        self.result.changes.append(Change(role, node, what, status, detail, diff if self.diff else ""))
         if status != "ok":
             self.progress(f"  {node}: {status:<12} {what}" + (f" ({detail})" if detail else ""))
 
+    def gather(self) -> SiteFacts:
+        self.progress(f"gathering facts from {', '.join(self.runners)}")
+        return gather(self.site, self.runners)
+
+    def plan(self, facts: SiteFacts) -> list[RolePlan]:
+        plans = plan_site(self.site, facts)
+        self.vet(plans)
+        return plans
+
     def run(self) -> InstallResult:
-        plans = plan_site(self.site)
+        facts = self.gather()
+        self.result.facts = facts
+        plans = self.plan(facts)
+        self.result.notes = [n for p in plans for n in p.notes]
+        self.apply(plans)
+        return self.result
+
+    def apply(self, plans: list[RolePlan]) -> None:
         changed: dict[str, set[str]] = {}
         for index, plan in enumerate(plans, start=1):
             self.progress(f"[{index}/{len(plans)}] {plan.role}: {plan.summary}")
@@ -96,7 +126,6 @@ class Installer:
                                    node_plan.steps[position], changed.get(node_plan.node, set()))
                     except CommandFailed as exc:
                         self._fail(plan.role, node_plan.node, node_plan.steps[position].what, str(exc))
-        return self.result
 
     def _fail(self, role: str, node: str, what: str, detail: str) -> None:
         applied = [f"{c.node}: {c.what}" for c in self.result.changes if c.status == "changed"]
@@ -125,8 +154,9 @@ class Installer:
             self._record(role, node, f"file {spec.path}", "ok")
             return False
         why = "new" if current is None else ("content" if current != desired else "mode/owner")
+        shown = file_diff(spec, current, self.redact, desired) if self.diff else ""
         if self.check:
-            self._record(role, node, f"file {spec.path}", "would-change", why)
+            self._record(role, node, f"file {spec.path}", "would-change", why, shown)
             return True
         directory = spec.path.rsplit("/", 1)[0] or "/"
         runner.run(["install", "-d", "-m", "0755", directory])
@@ -134,7 +164,7 @@ class Installer:
         if (spec.owner, spec.group) != ("root", "root"):
             runner.run(["chown", f"{spec.owner}:{spec.group}", spec.path])
         self._record(role, node, f"file {spec.path}", "changed",
-                     f"{why}, sha256 {hashlib.sha256(desired).hexdigest()[:12]}" if not spec.secret else why)
+                     f"{why}, sha256 {hashlib.sha256(desired).hexdigest()[:12]}" if not spec.secret else why, shown)
         return True
 
     # -- steps -------------------------------------------------------------------------------------
@@ -144,12 +174,21 @@ class Installer:
         if step.after_change and not changed_paths & set(step.after_change):
             self._record(role, node, step.what, "ok")
             return
-        if step.unless and runner.run(list(step.unless), check=False).ok:
+        if step.unless and runner.run(list(step.unless), check=False, timeout=180).ok:
             self._record(role, node, step.what, "ok")
             return
         if self.check:
-            self._record(role, node, step.what, "would-change", step.command)
+            # Read-only: a first install's earlier steps have not run, so the proof cannot be re-read yet.
+            self._record(role, node, step.what, "would-change",
+                         ("destructive, planned on gathered facts: " if step.destructive else "") + step.command)
             return
+        if step.requires and not runner.run(list(step.requires), check=False, timeout=60).ok:
+            # The facts proved the target new when the plan was made; it no longer is. Never guess.
+            self._record(role, node, step.what, "refused", "its target is no longer proven new")
+            raise ReportError([Report("NOT_PROVEN_NEW", f"{node}: refused to {step.what}: the check that proves "
+                                      "its target holds no data failed just before it would run", host=node,
+                                      value=step.what, payload={"role": role, "check": Step(
+                                          "", tuple(step.requires)).command})])
         runner.run(list(step.argv), stdin=step.stdin, timeout=600)
         self._record(role, node, step.what, "changed", step.command)
 
@@ -159,13 +198,29 @@ class Installer:
         node = inv.preferred.name
         runner = self.runners[node]
         desired = plan.nodes[0].files[0].content.decode()
-        live = runner.run(cibmod.query_cmd()).stdout
+        # Read now, not at gather: the cluster role may have started Pacemaker in this run.
+        query = runner.run(cibmod.query_cmd(), check=not self.check, timeout=60)
+        if not query.ok:  # --check before the cluster ever ran: nothing to compare with
+            self._record(plan.role, CLUSTER, "CIB configuration", "would-change", "no live CIB to compare with yet")
+            return
+        live = query.stdout
         merged = merge(live, desired)
+        shown = cib_diff(live, merged, self.redact) if self.diff else ""
+        if self.check:
+            # Nothing is written, not even to /run: compare here, and let Pacemaker's checker read stdin.
+            if configuration_of(live) == configuration_of(merged):
+                self._record(plan.role, CLUSTER, "CIB configuration", "ok")
+                return
+            verdict = runner.run(["crm_verify", "--xml-pipe", "-V"], stdin=Secret(merged), check=False, timeout=60)
+            if not verdict.ok:
+                raise CommandFailed(verdict)
+            self._record(plan.role, CLUSTER, "CIB configuration", "would-change", "appliance's ids differ", shown)
+            return
         work = "/run/appliance"
         runner.run(["install", "-d", "-m", "0700", work])
         runner.put(f"{work}/cib-live.xml", live.encode(), 0o600)
         runner.put(f"{work}/cib-new.xml", merged.encode(), 0o600)
-        diff = runner.run(cibmod.diff_cmd(f"{work}/cib-live.xml", f"{work}/cib-new.xml"), check=False)
+        diff = runner.run(cibmod.diff_cmd(f"{work}/cib-live.xml", f"{work}/cib-new.xml"), check=False, timeout=60)
         if diff.returncode == 0:
             self._record(plan.role, CLUSTER, "CIB configuration", "ok")
             return
@@ -173,13 +228,10 @@ class Installer:
             raise CommandFailed(diff)
         # Pacemaker's own checker on the result, with the live status: a configuration it would refuse
         # (e.g. stonith on but no device) never reaches the cluster.
-        verdict = runner.run(cibmod.verify_cmd(f"{work}/cib-new.xml"), check=False)
+        verdict = runner.run(cibmod.verify_cmd(f"{work}/cib-new.xml"), check=False, timeout=60)
         if not verdict.ok:
             raise CommandFailed(verdict)
-        if self.check:
-            self._record(plan.role, CLUSTER, "CIB configuration", "would-change", "crm_diff found differences")
-            return
         runner.put(f"{work}/cib-patch.xml", diff.stdout.encode(), 0o600)
-        runner.run(cibmod.patch_cmd(f"{work}/cib-patch.xml"))
-        self._record(plan.role, CLUSTER, "CIB configuration", "changed", f"patched on {node} with cibadmin --patch")
-
+        runner.run(cibmod.patch_cmd(f"{work}/cib-patch.xml"), timeout=120)
+        self._record(plan.role, CLUSTER, "CIB configuration", "changed", f"patched on {node} with cibadmin --patch",
+                     shown)

@@ -30,10 +30,15 @@ def step_entry(step: Step, redact: Redact) -> dict[str, Any]:
     return {"what": redact(step.what), "command": redact(step.command), "why": redact(step.why), "once": step.once}
 
 
-def file_diff(spec: FileSpec, before: bytes | None, redact: Redact) -> str:
-    """A unified diff from what is there (None: unknown or absent) to what will be, secrets redacted."""
+def file_diff(spec: FileSpec, before: bytes | None, redact: Redact, after: bytes | None = None) -> str:
+    """A unified diff from what is there (None: unknown or absent) to what will be, secrets redacted.
+
+    A file that holds a secret is never shown: its old content may hold an old secret the
+    redactor does not know."""
+    if spec.secret:
+        return f"(holds a secret: content not shown, {len(after if after is not None else spec.content)} bytes)\n"
     try:
-        after_text = spec.content.decode("utf-8")
+        after_text = (after if after is not None else spec.content).decode("utf-8")
         before_text = before.decode("utf-8") if before is not None else ""
     except UnicodeDecodeError:
         return f"(binary, {len(spec.content)} bytes: not shown)\n"
@@ -41,6 +46,35 @@ def file_diff(spec: FileSpec, before: bytes | None, redact: Redact) -> str:
                                  redact(after_text).splitlines(keepends=True),
                                  fromfile="/dev/null" if before is None else f"a{spec.path}", tofile=f"b{spec.path}")
     return "".join(lines)
+
+
+SECRET_NAMES = ("pass", "secret", "key")  # nvpair names whose values a diff masks, old values included
+
+
+def _pretty_configuration(cib_xml: str) -> list[str]:
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(cib_xml)
+    config = root.find("configuration")
+    if config is None:
+        return []
+    config = ET.fromstring(ET.tostring(config))  # a copy: masking must not touch the caller's tree
+    for nvpair in config.iter("nvpair"):
+        if any(word in (nvpair.get("name") or "").lower() for word in SECRET_NAMES):
+            nvpair.set("value", "<secret>")
+    for element in config.iter():
+        element.tail = None
+        if element.text is not None and not element.text.strip():
+            element.text = None
+    ET.indent(config, space="  ")
+    return (ET.tostring(config, encoding="unicode") + "\n").splitlines(keepends=True)
+
+
+def cib_diff(live_xml: str, new_xml: str, redact: Redact) -> str:
+    """A unified diff of the CIB <configuration> (what an install changes), secret values masked. Pure."""
+    lines = difflib.unified_diff(_pretty_configuration(live_xml), _pretty_configuration(new_xml),
+                                 fromfile="a/cib/configuration", tofile="b/cib/configuration")
+    return redact("".join(lines))
 
 
 def plan_data(site: Site, plans: Iterable[RolePlan], redact: Redact, *, diff: bool = False,

@@ -97,6 +97,8 @@ CATALOGUE: dict[str, Entry] = {
     "HOST_KEY_CHANGED": (ExitCode.UNREACHABLE,
                          "the node's host key changed: verify it out of band, then fix known_hosts"),
     "COMMAND_FAILED": (ExitCode.STEP_FAILED, "read the command's output; the step named failed on the node named"),
+    "NOT_PROVEN_NEW": (ExitCode.STEP_FAILED, "a destructive step was refused because its disk no longer looks new: "
+                       "read docs/runbooks/install.md (\"A destructive step was refused\"); never force it"),
     "CONFIG_INVALID": (ExitCode.INVALID_INPUT, "fix the manager config file; see docs/manager.md"),
     "API_UNREACHABLE": (ExitCode.UNREACHABLE, "start it with `appliance serve`, or set --url / APPLIANCE_URL"),
     "API_TOKEN_MISSING": (ExitCode.INVALID_INPUT,

@@ -54,6 +54,15 @@ class Step:
     stdin: Secret | str | None = None  # SQL and passwords go here, never into argv (ps shows argv)
     unless: tuple[str, ...] = ()  # a check command: exit 0 means the step's work is already done
     after_change: tuple[str, ...] = ()  # paths: run only when one of these files changed in this run
+    # A destructive step (mkfs, create-md, a forced primary, pvcreate) is planned only on gathered
+    # facts that prove its target new; `requires` re-reads the proof right before it runs (exit 0:
+    # still proven) so a disk that changed since the facts were gathered is never touched.
+    destructive: bool = False
+    requires: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.destructive and not self.requires:
+            raise ValueError(f"destructive step {self.what!r} has no proof to re-check before it runs")
 
     @property
     def command(self) -> str:
@@ -128,6 +137,11 @@ def restart_where_running(resource: str, what: str, after_change: tuple[str, ...
     return Step(what, ("crm_resource", "--restart", "--resource", resource, "--timeout", RESTART_TIMEOUT),
                 unless=shell(f"! {{ {RUNNING_HERE}; }}", resource), after_change=after_change,
                 why="the daemon reads its configuration at start")
+
+
+def blank_device(device: str) -> tuple[str, ...]:
+    """Exit 0 only on blkid's own "nothing found" (2): an unreadable device proves nothing."""
+    return shell('blkid -p -o export "$1" >/dev/null 2>&1; [ $? -eq 2 ]', device)
 
 
 def all_packages_installed(packages: tuple[str, ...]) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ from types import ModuleType
 from appliance.inventory.load import Site
 
 from . import base, cluster, database, drbd, exports, lvm, manager, proxy, resources
+from .facts import SiteFacts
 from .model import RolePlan
 
 ROLES: tuple[ModuleType, ...] = (base, drbd, lvm, cluster, database, exports, manager, proxy, resources)
@@ -21,9 +22,13 @@ def order_problems(roles: tuple[ModuleType, ...] = ROLES) -> list[str]:
     return problems
 
 
-def plan_site(site: Site) -> list[RolePlan]:
-    """Every role's desired state for this site, in dependency order. Pure: contacts nothing."""
+def plan_site(site: Site, facts: SiteFacts | None = None) -> list[RolePlan]:
+    """Every role's desired state for this site, in dependency order. Pure: contacts nothing.
+
+    facts: what gather read from the nodes; None for the offline plan (`install --check`), which
+    shows the first-install steps as for new disks and says so.
+    """
     problems = order_problems()
     if problems:
         raise RuntimeError("; ".join(problems))
-    return [role.plan(site) for role in ROLES]
+    return [role.plan(site, facts) if getattr(role, "USES_FACTS", False) else role.plan(site) for role in ROLES]

@@ -1,0 +1,189 @@
+"""gather: read-only facts about each node, the evidence every destructive step is planned on.
+
+Nothing here changes a machine: each command only reads (blkid -p, drbdadm get-gi/role/dstate,
+pvs, /proc/self/mounts, crm_mon). Each fact keeps "unknown" apart from "no": a command that
+failed for a reason we cannot read proves nothing, and a step that destroys data is planned only
+on a positive answer (blkid's "nothing found" exit 2, drbdmeta's "No valid meta data found", the
+generation identifier DRBD writes into metadata it has just created).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from appliance.core.runner import Runner
+from appliance.ha import drbd
+from appliance.inventory.load import Site
+
+FACT_TIMEOUT = 20.0  # seconds per read; a node that cannot answer in this is not one to change
+
+# DRBD's UUID_JUST_CREATED (drbd_int.h): the current generation identifier of metadata that
+# create-md wrote and no node has ever been primary on. Any other value: the disk has had data.
+JUST_CREATED = "0000000000000004"
+NO_METADATA = "No valid meta data found"
+_GI = re.compile(r"^([0-9A-Fa-f]{16}):")
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What `blkid -p` found on a block device: nothing (proven), a type, or unknown."""
+
+    state: str  # none | found | unknown
+    kind: str = ""  # TYPE or PTTYPE, when found
+
+    @property
+    def blank(self) -> bool:
+        return self.state == "none"
+
+
+@dataclass(frozen=True)
+class DrbdFacts:
+    """One DRBD resource on one node, read by the resource's name."""
+
+    metadata: str  # absent | new (never primary anywhere) | used (has had data) | unknown
+    backing: Signature  # the backing disk
+    role: str = ""  # this node's role: Primary | Secondary | "" when the resource is not up
+    peer_role: str = ""  # 8.4 shows it; "" when unknown
+    disk: str = ""  # this node's disk state: UpToDate, Inconsistent, Diskless, ...
+    peer_disk: str = ""
+    device: Signature = Signature("unknown")  # the /dev/drbdN device, read only where Primary
+
+    @property
+    def up(self) -> bool:
+        return self.role in ("Primary", "Secondary")
+
+    @property
+    def proven_new(self) -> bool:
+        """Never held data on this node: no metadata on a blank disk, or metadata never promoted."""
+        if self.role == "Primary" or self.disk == "UpToDate":
+            return False
+        return (self.metadata == "absent" and self.backing.blank) or self.metadata == "new"
+
+
+@dataclass(frozen=True)
+class LvmFacts:
+    state: str  # read | unknown
+    physical_volumes: Mapping[str, str] = field(default_factory=dict)  # device -> VG ("" when none)
+    volume_groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    node: str
+    drbd: Mapping[str, DrbdFacts] = field(default_factory=dict)  # by resource name
+    lvm: LvmFacts = LvmFacts("unknown")
+    mounts: Mapping[str, str] = field(default_factory=dict)  # mount point -> device
+    cluster_online: tuple[str, ...] | None = None  # None: no cluster answered
+
+
+@dataclass(frozen=True)
+class SiteFacts:
+    nodes: Mapping[str, NodeFacts]
+
+    def drbd(self, node: str, resource: str) -> DrbdFacts | None:
+        facts = self.nodes.get(node)
+        return facts.drbd.get(resource) if facts else None
+
+
+# -- parsing: pure ---------------------------------------------------------------------------------
+def parse_blkid(returncode: int, stdout: str) -> Signature:
+    """`blkid -p -o export DEV`: exit 2 is blkid's own "nothing found"; anything else is not proof."""
+    if returncode == 2:
+        return Signature("none")
+    if returncode == 0:
+        fields = dict(line.partition("=")[::2] for line in stdout.splitlines() if "=" in line)
+        return Signature("found", fields.get("TYPE") or fields.get("PTTYPE") or "unknown-signature")
+    return Signature("unknown")
+
+
+def parse_metadata(returncode: int, stdout: str, stderr: str) -> str:
+    """`drbdadm get-gi RES`: the current generation identifier says whether the disk ever had data."""
+    if NO_METADATA in stdout or NO_METADATA in stderr:
+        return "absent"
+    if returncode != 0:
+        return "unknown"
+    match = _GI.match(stdout.strip())
+    if not match:
+        return "unknown"
+    return "new" if match.group(1).upper() == JUST_CREATED else "used"
+
+
+def parse_pair(returncode: int, stdout: str) -> tuple[str, str]:
+    """`drbdadm role|dstate RES`: "Primary/Secondary" (8.4) or "Primary" (9); ("", "") when down."""
+    text = stdout.strip().splitlines()[0] if stdout.strip() else ""
+    if returncode != 0 or not text or "Unconfigured" in text:
+        return "", ""
+    mine, _, peer = text.partition("/")
+    return mine.strip(), peer.strip()
+
+
+def parse_pvs(returncode: int, stdout: str) -> LvmFacts:
+    if returncode != 0:
+        return LvmFacts("unknown")
+    pvs = {}
+    for line in stdout.splitlines():
+        device, _, group = line.strip().partition("|")
+        if device:
+            pvs[device.strip()] = group.strip()
+    return LvmFacts("read", pvs, tuple(sorted({g for g in pvs.values() if g})))
+
+
+def parse_mounts(content: bytes | None) -> dict[str, str]:
+    mounts = {}
+    for line in (content or b"").decode("utf-8", "replace").splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            mounts[parts[1].replace("\\040", " ")] = parts[0]
+    return mounts
+
+
+def parse_online(returncode: int, stdout: str) -> tuple[str, ...] | None:
+    """`crm_node -l`: "ID NAME STATE" per known node."""
+    if returncode != 0:
+        return None
+    return tuple(sorted(p[1] for p in (line.split() for line in stdout.splitlines())
+                        if len(p) >= 3 and p[2] == "member"))
+
+
+# -- gathering: reads through the runner -----------------------------------------------------------
+def gather_node(site: Site, runner: Runner) -> NodeFacts:
+    inv = site.inventory
+    node = inv.node(runner.host)
+    version = inv.drbd.version
+    tool = drbd.DRBDADM[version]
+    resources: dict[str, DrbdFacts] = {}
+
+    def read(argv: list[str]):
+        return runner.run(argv, check=False, timeout=FACT_TIMEOUT)
+
+    if not inv.lab.enabled:  # the lab has no DRBD, device-mapper or block devices of its own
+        for volume, disk in ((inv.drbd.cloud, node.disks.cloud), (inv.drbd.vmdata, node.disks.vmdata)):
+            blk = read(["blkid", "-p", "-o", "export", disk])
+            gi = read([tool, "get-gi", volume.resource])
+            role = parse_pair(*_rc_out(read([tool, "role", volume.resource])))
+            dstate = parse_pair(*_rc_out(read([tool, "dstate", volume.resource])))
+            device = Signature("unknown")
+            if role[0] == "Primary":
+                dev = read(["blkid", "-p", "-o", "export", f"/dev/drbd{volume.minor}"])
+                device = parse_blkid(dev.returncode, dev.stdout)
+            resources[volume.resource] = DrbdFacts(
+                metadata=parse_metadata(gi.returncode, gi.stdout, gi.stderr),
+                backing=parse_blkid(blk.returncode, blk.stdout), role=role[0], peer_role=role[1],
+                disk=dstate[0], peer_disk=dstate[1], device=device)
+        pvs = read(["pvs", "--noheadings", "--separator", "|", "-o", "pv_name,vg_name"])
+        lvm_facts = parse_pvs(pvs.returncode, pvs.stdout)
+    else:
+        lvm_facts = LvmFacts("unknown")
+    online = read(["crm_node", "-l"])
+    return NodeFacts(node=runner.host, drbd=resources, lvm=lvm_facts,
+                     mounts=parse_mounts(runner.read("/proc/self/mounts")),
+                     cluster_online=parse_online(online.returncode, online.stdout))
+
+
+def gather(site: Site, runners: Mapping[str, Runner]) -> SiteFacts:
+    return SiteFacts({name: gather_node(site, runner) for name, runner in runners.items()})
+
+
+def _rc_out(result) -> tuple[int, str]:
+    return result.returncode, result.stdout

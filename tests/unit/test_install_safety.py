@@ -1,0 +1,225 @@
+"""Destructive first-install steps are planned only on facts that prove the disk new.
+
+Each situation an operator meets on real servers (a second install, a reboot with the resources
+down, the peer primary after a failover, a replaced node, a crashed first install, unreadable
+metadata, a disk that already holds a filesystem) is fed to the planner as gathered facts; the
+tests assert which of create-md, the forced primary, mkfs, pvcreate and vgcreate are planned.
+"""
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from appliance.roles.facts import (DrbdFacts, LvmFacts, NodeFacts, Signature, SiteFacts, parse_blkid,
+                                   parse_metadata, parse_online, parse_pair, parse_pvs)
+from appliance.roles.registry import plan_site
+from tests.conftest import load_test_site
+
+SITE = load_test_site()
+CC01, CC02 = "cloud-cc01", "cloud-cc02"  # cc01 is the preferred node
+RESOURCES = ("one-disk", "data-disk")
+BLANK, EXT4, PV, UNKNOWN = Signature("none"), Signature("found", "ext4"), Signature("found", "LVM2_member"), \
+    Signature("unknown")
+
+FRESH = DrbdFacts("absent", BLANK)
+RUNNING_PRIMARY = DrbdFacts("used", BLANK, "Primary", "Secondary", "UpToDate", "UpToDate", EXT4)
+RUNNING_SECONDARY = DrbdFacts("used", BLANK, "Secondary", "Primary", "UpToDate", "UpToDate")
+DOWN_WITH_DATA = DrbdFacts("used", BLANK)
+NO_LVM = LvmFacts("read", {}, ())
+VG_THERE = LvmFacts("read", {"/dev/drbd2": "one-data"}, ("one-data",))
+
+
+def facts(cc01: DrbdFacts, cc02: DrbdFacts, lvm: LvmFacts = NO_LVM, **per_resource) -> SiteFacts:
+    """Both resources in the same state unless given per resource (name -> (cc01, cc02))."""
+    def node(name: str, default: DrbdFacts) -> NodeFacts:
+        states = {r: per_resource.get(r.replace("-", "_"), (cc01, cc02))[0 if name == CC01 else 1]
+                  for r in RESOURCES}
+        return NodeFacts(name, states, lvm if name == CC01 else NO_LVM)
+    return SiteFacts({CC01: node(CC01, cc01), CC02: node(CC02, cc02)})
+
+
+def destructive(site_facts: SiteFacts) -> set[tuple[str, str]]:
+    """(node, what) of every destructive step planned."""
+    return {(node.node, step.what) for plan in plan_site(SITE, site_facts) for node in plan.nodes
+            for step in node.steps if step.destructive}
+
+
+def planned(site_facts: SiteFacts) -> set[tuple[str, str]]:
+    return {(node.node, step.what) for plan in plan_site(SITE, site_facts) for node in plan.nodes
+            for step in node.steps if plan.role in ("drbd", "lvm")}
+
+
+MKFS = (CC01, "make the ext4 filesystem on /dev/drbd1")
+PVCREATE = (CC01, "create the physical volume on /dev/drbd2")
+VGCREATE = (CC01, "create volume group one-data")
+
+
+def primary(resource: str) -> tuple[str, str]:
+    return (CC01, f"start the initial sync of {resource} from {CC01}")
+
+
+def create_md(node: str, resource: str) -> tuple[str, str]:
+    return (node, f"create metadata for {resource}")
+
+
+def test_two_new_disks_get_the_whole_first_install():
+    assert destructive(facts(FRESH, FRESH)) == {
+        create_md(CC01, "one-disk"), create_md(CC01, "data-disk"), create_md(CC02, "one-disk"),
+        create_md(CC02, "data-disk"), primary("one-disk"), primary("data-disk"), MKFS, PVCREATE, VGCREATE}
+
+
+def test_every_destructive_step_re_reads_its_proof_before_it_runs():
+    steps = [s for plan in plan_site(SITE, facts(FRESH, FRESH)) for n in plan.nodes for s in n.steps if s.destructive]
+    assert steps and all(s.requires for s in steps)
+
+
+def test_a_second_install_on_a_running_pair_plans_no_drbd_or_lvm_step():
+    assert planned(facts(RUNNING_PRIMARY, RUNNING_SECONDARY, VG_THERE)) == set()
+
+
+def test_after_a_reboot_with_both_resources_down_nothing_is_created_nor_brought_up():
+    # Down is Pacemaker's business: the installer brings up only a resource it has just created.
+    assert planned(facts(DOWN_WITH_DATA, DOWN_WITH_DATA)) == set()
+
+
+def test_with_the_peer_primary_after_a_failover_nothing_is_planned_on_the_preferred_node():
+    assert planned(facts(RUNNING_SECONDARY, RUNNING_PRIMARY)) == set()
+
+
+def test_a_replaced_node_with_blank_disks_gets_metadata_but_nobody_is_forced_primary():
+    result = destructive(facts(FRESH, RUNNING_PRIMARY))
+    assert result == {create_md(CC01, "one-disk"), create_md(CC01, "data-disk")}
+
+
+def test_metadata_that_cannot_be_read_plans_nothing_destructive():
+    unreadable = DrbdFacts("unknown", BLANK)
+    assert destructive(facts(unreadable, FRESH)) == {create_md(CC02, "one-disk"), create_md(CC02, "data-disk")}
+    assert primary("one-disk") not in destructive(facts(unreadable, FRESH))
+
+
+def test_a_disk_without_drbd_metadata_that_holds_a_filesystem_is_never_touched():
+    holds_data = DrbdFacts("absent", EXT4)
+    assert destructive(facts(holds_data, holds_data)) == set()
+    notes = [n for p in plan_site(SITE, facts(holds_data, FRESH)) for n in p.notes]
+    assert any("not proven blank" in n for n in notes)
+
+
+def test_a_disk_blkid_cannot_read_is_not_proven_blank():
+    assert destructive(facts(DrbdFacts("absent", UNKNOWN), DrbdFacts("absent", UNKNOWN))) == set()
+
+
+def test_one_new_side_and_one_side_with_data_is_not_a_first_install():
+    # The peer was primary once (its metadata says so) even though it is down now.
+    assert destructive(facts(FRESH, DOWN_WITH_DATA)) == {create_md(CC01, "one-disk"), create_md(CC01, "data-disk")}
+
+
+def test_a_first_install_that_crashed_after_create_md_resumes():
+    just_created = DrbdFacts("new", BLANK)
+    assert destructive(facts(just_created, just_created)) == {primary("one-disk"), primary("data-disk"), MKFS,
+                                                              PVCREATE, VGCREATE}
+
+
+def test_a_first_install_that_crashed_after_the_forced_primary_resumes_only_on_a_blank_device():
+    promoted = DrbdFacts("used", BLANK, "Primary", "Secondary", "UpToDate", "Inconsistent", BLANK)
+    peer = DrbdFacts("used", BLANK, "Secondary", "Primary", "Inconsistent", "UpToDate")
+    assert destructive(facts(promoted, peer)) == {MKFS, PVCREATE, VGCREATE}
+    with_fs = DrbdFacts("used", BLANK, "Primary", "Secondary", "UpToDate", "UpToDate", EXT4)
+    with_pv = DrbdFacts("used", BLANK, "Primary", "Secondary", "UpToDate", "UpToDate", PV)
+    assert destructive(facts(with_fs, peer, one_disk=(with_fs, peer), data_disk=(with_pv, peer))) == set()
+
+
+def test_a_device_whose_signature_is_unknown_gets_no_filesystem():
+    promoted = DrbdFacts("used", BLANK, "Primary", "Secondary", "UpToDate", "UpToDate", UNKNOWN)
+    assert destructive(facts(promoted, RUNNING_SECONDARY)) == set()
+
+
+def test_a_volume_group_that_exists_is_not_created_again():
+    promoted = DrbdFacts("used", BLANK, "Primary", "Secondary", "UpToDate", "UpToDate", BLANK)
+    assert PVCREATE not in destructive(facts(promoted, RUNNING_SECONDARY, VG_THERE))
+    assert VGCREATE not in destructive(facts(promoted, RUNNING_SECONDARY, VG_THERE))
+
+
+def test_lvm_that_cannot_be_read_gets_no_pvcreate():
+    assert not {PVCREATE, VGCREATE} & destructive(facts(FRESH, FRESH, LvmFacts("unknown")))
+
+
+def test_a_pv_without_a_volume_group_gets_only_vgcreate():
+    promoted = DrbdFacts("used", BLANK, "Primary", "Secondary", "UpToDate", "UpToDate", BLANK)
+    half = LvmFacts("read", {"/dev/drbd2": ""}, ())
+    assert destructive(facts(promoted, RUNNING_SECONDARY, half)) >= {VGCREATE}
+    assert PVCREATE not in destructive(facts(promoted, RUNNING_SECONDARY, half))
+
+
+def test_pacemaker_promoted_resources_are_never_demoted_by_install():
+    hand_back = {w for w in planned(facts(RUNNING_PRIMARY, RUNNING_SECONDARY, VG_THERE)) if "hand" in w[1]}
+    assert hand_back == set()
+
+
+# -- the same rules, for any facts -----------------------------------------------------------------
+signatures = st.sampled_from([BLANK, EXT4, PV, UNKNOWN])
+drbd_facts = st.builds(DrbdFacts, metadata=st.sampled_from(["absent", "new", "used", "unknown"]), backing=signatures,
+                       role=st.sampled_from(["", "Primary", "Secondary"]),
+                       peer_role=st.sampled_from(["", "Primary", "Secondary", "Unknown"]),
+                       disk=st.sampled_from(["", "UpToDate", "Inconsistent", "Diskless", "Outdated"]),
+                       peer_disk=st.sampled_from(["", "UpToDate", "Inconsistent", "DUnknown"]), device=signatures)
+lvm_facts = st.sampled_from([NO_LVM, VG_THERE, LvmFacts("unknown"), LvmFacts("read", {"/dev/drbd2": ""}, ())])
+
+
+@settings(max_examples=400, deadline=None)
+@given(a1=drbd_facts, b1=drbd_facts, a2=drbd_facts, b2=drbd_facts, lvm=lvm_facts)
+def test_no_destructive_step_is_ever_planned_on_a_disk_that_holds_data(a1, b1, a2, b2, lvm):
+    site_facts = facts(a1, b1, lvm, one_disk=(a1, b1), data_disk=(a2, b2))
+    by_resource = {"one-disk": (a1, b1), "data-disk": (a2, b2)}
+    for node, what in destructive(site_facts):
+        resource = next((r for r in RESOURCES if r in what), None)
+        if what.startswith("create metadata"):
+            f = by_resource[resource][0 if node == CC01 else 1]
+            assert f.metadata == "absent" and f.backing.blank and not f.up
+        elif what.startswith("start the initial sync"):
+            pair = by_resource[resource]
+            assert all(f.metadata in ("absent", "new") for f in pair)
+            assert not any(f.role == "Primary" or "UpToDate" in (f.disk, f.peer_disk) for f in pair)
+        else:  # mkfs on the cloud device, pvcreate/vgcreate on the data device: the preferred node only
+            assert node == CC01
+            own = by_resource["one-disk" if "filesystem" in what else "data-disk"]
+            here, peer = own
+            fresh = all(f.metadata in ("absent", "new") for f in own) and \
+                not any(f.role == "Primary" or "UpToDate" in (f.disk, f.peer_disk) for f in own)
+            resumed = here.role == "Primary" and here.device.blank and peer.role != "Primary"
+            assert fresh or resumed
+            if "volume" in what:
+                assert lvm.state == "read" and "one-data" not in lvm.volume_groups
+
+
+# -- parsing what the tools print ------------------------------------------------------------------
+def test_blkid_exit_2_is_the_only_proof_of_blank():
+    assert parse_blkid(2, "").blank
+    assert parse_blkid(0, "DEVNAME=/dev/sda5\nUUID=x\nTYPE=ext4\n") == Signature("found", "ext4")
+    assert parse_blkid(0, "PTTYPE=gpt\n") == Signature("found", "gpt")
+    for code in (1, 4, 8, 124, 255):
+        assert not parse_blkid(code, "").blank
+
+
+def test_generation_identifiers_tell_new_metadata_from_used():
+    assert parse_metadata(0, "0000000000000004:0000000000000000:0000000000000000:0000000000000000:0:0:0:0:0:0:0:0\n",
+                          "") == "new"
+    assert parse_metadata(0, "B5C9A2F3D1E27A44:0000000000000000:9F0C7C2A1B3D5E00:0:1:1:1:0:0:0:0:0\n", "") == "used"
+    assert parse_metadata(255, "", "No valid meta data found\n") == "absent"
+    assert parse_metadata(20, "", "Device is configured\n") == "unknown"
+    assert parse_metadata(0, "garbage", "") == "unknown"
+
+
+def test_role_and_disk_state_by_name():
+    assert parse_pair(0, "Primary/Secondary\n") == ("Primary", "Secondary")
+    assert parse_pair(0, "Secondary\n") == ("Secondary", "")
+    assert parse_pair(10, "Unconfigured\n") == ("", "")
+    assert parse_pair(0, "Unconfigured\n") == ("", "")
+    assert parse_pair(3, "") == ("", "")
+
+
+def test_pvs_and_membership():
+    lvm = parse_pvs(0, "  /dev/drbd2|one-data\n  /dev/sda2|\n")
+    assert lvm.physical_volumes == {"/dev/drbd2": "one-data", "/dev/sda2": ""} and lvm.volume_groups == ("one-data",)
+    assert parse_pvs(5, "").state == "unknown"
+    assert parse_online(0, "1 cloud-cc01 member\n2 cloud-cc02 lost\n") == ("cloud-cc01",)
+    assert parse_online(1, "") is None
