@@ -14,12 +14,14 @@ from appliance.templates import render, template_names
 from tests.conftest import ROOT
 
 FOLDERS = {"appliance": "appliance", "core": "appliance.core", "drivers": "appliance.drivers",
-           "storage": "appliance.storage", "ha": "appliance.ha", "roles": "appliance.roles"}
+           "storage": "appliance.storage", "ha": "appliance.ha", "roles": "appliance.roles",
+           "inventory": "appliance.inventory"}
 
 # What each layer may import from the project (besides itself). DESIGN.md: appliance -> roles ->
 # ha, storage, drivers -> core. Leaves (templates, the runner protocol in core) are shared.
 ALLOWED = {
     "core": {"appliance.core"},
+    "inventory": {"appliance.core"},
     "drivers": {"appliance.core", "appliance.templates"},
     "storage": {"appliance.core", "appliance.templates"},
     "ha": {"appliance.core", "appliance.templates"},
@@ -107,3 +109,23 @@ def test_a_missing_real_component_fails_in_ci_and_skips_elsewhere(monkeypatch):
     with pytest.raises(pytest.skip.Exception):
         require_tool("appliance-no-such-tool")
     require_tool("sh")  # present: returns quietly
+
+
+def test_the_import_linter_contracts_hold(tmp_path):
+    """lint-imports on a copy laid out as installed: grimp reads one folder per package."""
+    import shutil
+
+    lint = Path(sys.executable).parent / "lint-imports"
+    if not lint.exists():
+        from tests.conftest import require_tool
+
+        require_tool(str(lint))
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "appliance", tmp_path / "appliance", ignore=ignore)
+    for folder, package in {**FOLDERS, "inventory": "appliance.inventory", "templates": "appliance.templates"}.items():
+        if folder != "appliance":
+            shutil.copytree(ROOT / folder, tmp_path / "appliance" / package.split(".", 1)[1], ignore=ignore)
+    result = subprocess.run([str(lint), "--config", str(ROOT / ".importlinter"), "--no-cache"], cwd=tmp_path,
+                            env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Contracts: 3 kept, 0 broken." in result.stdout
