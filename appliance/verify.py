@@ -26,25 +26,164 @@ class Health:
 
 
 def cluster_state(runner: Runner) -> dict:
-    """Nodes online and where each resource runs, from crm_mon's XML."""
+    """Nodes online and where each resource runs, from crm_mon's XML (Pacemaker 2.1, API 2.x).
+
+    Besides where things run, the states an operator plans: nodes in standby or maintenance, the
+    cluster's maintenance-mode, resources unmanaged or with target-role Stopped, and bans (negative
+    -INFINITY location constraints, crm_resource --ban's and appliance's own)."""
     result = runner.run(["crm_mon", "-1", "--output-as=xml"], check=False)
     if not result.ok:
         return {"online": [], "resources": {}, "error": (result.stderr or result.stdout).strip()[-200:]}
     root = ET.fromstring(result.stdout)
-    online = [n.get("name") for n in root.iter("node") if n.get("online") == "true" and n.get("name")]
-    resources = {}
-    for resource in root.iter("resource"):
-        nodes = [n.get("name") for n in resource.iter("node")]
-        resources[resource.get("id")] = {"role": resource.get("role"), "nodes": nodes,
-                                         "failed": resource.get("failed") == "true"}
+    nodes = [n for n in root.iterfind("./nodes/node") if n.get("name")]
+    online = [n.get("name") for n in nodes if n.get("online") == "true"]
+
+    def flagged(attribute: str) -> list[str]:
+        return sorted(n.get("name") for n in nodes if n.get(attribute) == "true")
+
+    resources: dict[str, dict] = {}
+    section = root.find("resources")
+    for resource, parents in _resources_with_parents(section if section is not None else ET.Element("x"), ()):
+        nodes_on = [n.get("name") for n in resource.iter("node")]
+        entry = resources.setdefault(resource.get("id"), {
+            "role": None, "nodes": [], "failed": False, "managed": True, "target_role": None,
+            "parents": [p.get("id") for p in parents], "instances": 0, "running": 0})
+        entry["instances"] += 1
+        entry["running"] += 1 if nodes_on else 0
+        entry["nodes"] += [n for n in nodes_on if n not in entry["nodes"]]
+        # A clone's instances: the roles they run in ("Promoted/Unpromoted"), or "Stopped" if none runs.
+        role = resource.get("role")
+        if entry["role"] is None or (nodes_on and entry["running"] == 1):
+            entry["role"] = role
+        elif nodes_on and role not in entry["role"].split("/"):
+            entry["role"] += f"/{role}"
+        entry["failed"] = entry["failed"] or resource.get("failed") == "true"
+        # An instance on a node in maintenance is unmanaged alone: the resource is as managed as its least.
+        entry["managed"] = entry["managed"] and resource.get("managed") != "false" and \
+            all(p.get("managed") != "false" for p in parents)
+        target = resource.get("target_role") or next((p.get("target_role") for p in reversed(parents)
+                                                      if p.get("target_role")), None)
+        if target is None and any(p.get("disabled") == "true" for p in parents):
+            target = "Stopped"
+        entry["target_role"] = entry["target_role"] or target
     dc = root.find("./summary/current_dc")
+    options = root.find("./summary/cluster_options")
     # Failed actions stay recorded (and can keep a resource off a node: migration-threshold) until
     # someone cleans them up; a resource can be "failed=false" and still stopped because of them.
     failures = [{"action": f.get("op_key"), "node": f.get("node"), "result": f.get("exitstatus"),
                  "reason": f.get("exitreason") or "", "when": f.get("last-rc-change")}
                 for f in root.iter("failure")]
+    bans = [{"id": b.get("id"), "resource": b.get("resource"), "node": b.get("node"),
+             "weight": b.get("weight"), "promoted_only": b.get("promoted-only") == "true"}
+            for b in root.iterfind("./bans/ban")]
     return {"online": sorted(online), "resources": resources, "failures": failures,
-            "dc": dc.get("name") if dc is not None else None}
+            "dc": dc.get("name") if dc is not None and dc.get("present") != "false" else None,
+            "standby": flagged("standby"), "standby_onfail": flagged("standby_onfail"),
+            "maintenance_nodes": flagged("maintenance"),
+            "maintenance_mode": options is not None and options.get("maintenance-mode") == "true",
+            "bans": bans}
+
+
+def _resources_with_parents(element: ET.Element, parents: tuple):
+    """Each <resource> (a primitive or one clone instance) with the groups, clones and bundles above it."""
+    for child in element:
+        if child.tag == "resource":
+            yield child, parents
+        elif child.tag in ("group", "clone", "bundle", "replica"):
+            yield from _resources_with_parents(child, parents + ((child,) if child.tag != "replica" else ()))
+
+
+INFINITY = 1000000
+
+
+def stopped_resources(state: dict) -> tuple[list[str], dict[str, str]]:
+    """Resources with an instance that runs nowhere: (unexplained, {planned: the operator's reason}).
+
+    Planned: target-role Stopped (its own or its group's/clone's), unmanaged (is-managed=false, the
+    cluster's maintenance-mode, a node in maintenance), or no node left that may run it: every
+    online node is in standby or maintenance, bans it with -INFINITY, or already runs an instance
+    (a clone's second half while one node is in standby). A stop with none of these reasons is a
+    failure, even if a node is in standby."""
+    unexplained, planned = [], {}
+    away = set(state.get("standby", [])) | set(state.get("maintenance_nodes", []))
+    for rid, r in sorted(state["resources"].items()):
+        instances, running = r.get("instances", 1), r.get("running", 1 if r["nodes"] else 0)
+        if r["nodes"] and running >= instances:
+            continue
+        if (r.get("target_role") or "").lower() == "stopped":
+            planned[rid] = "target-role Stopped"
+            continue
+        if state.get("maintenance_mode"):
+            planned[rid] = "maintenance-mode"
+            continue
+        if not r.get("managed", True):
+            planned[rid] = "unmanaged"
+            continue
+        scope = {rid, *r.get("parents", [])}
+        banned = {b["node"]: b["id"] for b in state.get("bans", []) if b["resource"] in scope
+                  and not b.get("promoted_only") and _score(b.get("weight")) <= -INFINITY}
+        available = [n for n in state["online"] if n not in away and n not in banned]
+        if running >= len(available) and len(available) < len(state["online"]):
+            reasons = [f"{n} in {'standby' if n in state.get('standby', []) else 'maintenance'}"
+                       for n in sorted(away & set(state["online"]))]
+            reasons += [f"banned from {n} ({banned[n]})" for n in sorted(banned)
+                        if n in state["online"] and n not in away]
+            planned[rid] = "no other node may run it: " + ", ".join(reasons)
+            continue
+        unexplained.append(rid)
+    return unexplained, planned
+
+
+def _score(weight: str | None) -> int:
+    try:
+        return int(weight or 0)
+    except ValueError:
+        return -INFINITY if (weight or "").startswith("-") else INFINITY
+
+
+OPERATOR_CONSTRAINTS = ("cli-ban-", "cli-prefer-", "cli-standby-")
+
+
+def operator_constraints(runner: Runner) -> list[str]:
+    """crm_resource's --ban/--move constraints in the live CIB, shown as the operator's plan."""
+    result = runner.run(["cibadmin", "--query", "--scope", "constraints"], check=False)
+    if not result.ok:
+        return []
+    try:
+        root = ET.fromstring(result.stdout)
+    except ET.ParseError:
+        return []
+    shown = []
+    for c in root.iter("rsc_location"):
+        if (c.get("id") or "").startswith(OPERATOR_CONSTRAINTS):
+            shown.append(f"{c.get('id')} ({c.get('rsc')} {c.get('score')} on {c.get('node')})")
+    return shown
+
+
+def planned_states(state: dict, constraints: list[str], planned_stops: dict[str, str]) -> str:
+    """What the operator set on purpose, in one line for the "operator's planned states" check."""
+    parts = []
+    if state.get("maintenance_mode"):
+        parts.append("cluster maintenance-mode")
+    if state.get("standby"):
+        parts.append(f"standby: {', '.join(state['standby'])}")
+    if state.get("maintenance_nodes"):
+        parts.append(f"nodes in maintenance: {', '.join(state['maintenance_nodes'])}")
+    unmanaged = sorted(rid for rid, r in state["resources"].items() if not r.get("managed", True))
+    if unmanaged and not state.get("maintenance_mode"):
+        parts.append(f"unmanaged: {', '.join(unmanaged)}")
+    targets = sorted(f"{rid}={r['target_role']}" for rid, r in state["resources"].items() if r.get("target_role"))
+    if targets:
+        parts.append(f"target-role: {', '.join(targets)}")
+    shown = list(constraints) or [f"{b['id']} ({b['resource']} banned from {b['node']})"
+                                  for b in state.get("bans", []) if b["id"].startswith(OPERATOR_CONSTRAINTS)]
+    if shown:
+        parts.append(f"constraints: {', '.join(shown)}")
+    if planned_stops:
+        parts.append("stopped on purpose: " + ", ".join(f"{rid} ({why})" for rid, why in sorted(planned_stops.items())))
+    if state.get("standby_onfail"):
+        parts.append(f"NOT planned, standby after a failure (on-fail=standby): {', '.join(state['standby_onfail'])}")
+    return "; ".join(parts) or "none"
 
 
 def replication(runner: Runner) -> dict:
@@ -103,8 +242,11 @@ def verify(site: Site, runners: dict[str, Runner], wait: float = 90.0) -> Health
         group = [r for r in state["resources"].values()]
         failed = [rid for rid, r in state["resources"].items() if r["failed"]]
         health.add("no failed resources", not failed and bool(group), f"failed: {failed}")
-        stopped = sorted(rid for rid, r in state["resources"].items() if not r["nodes"])
-        health.add("every resource runs", not stopped and bool(group), f"stopped: {stopped}")
+        stopped, planned = stopped_resources(state)
+        health.add("every resource runs", not stopped and bool(group),
+                   f"stopped: {stopped}" + (f", stopped on purpose: {sorted(planned)}" if planned else ""))
+        health.add("operator's planned states", True,
+                   planned_states(state, operator_constraints(runners[names[0]]), planned))
         recorded = [f"{f['action']} on {f['node']}: {f['result']} {f['reason']}".strip()
                     for f in state.get("failures", [])]
         health.add("no failed actions recorded", not recorded,
