@@ -2,91 +2,131 @@
 
 start is a no-op when running and returns only when the API answers; stop succeeds when stopped;
 monitor tells running (0), stopped (7) and broken (1: the process lives but the API does not
-answer) apart; validate-all returns 5 (not installed) or 6 (not configured), leniently on probes.
+answer) apart; it reads the config only when the process runs, so a probe on a node without the
+config answers 7. Every parameter and every config value the agent reads passes a typed check
+first (ocf.py: 2 for a malformed parameter, 5 not installed, 6 a missing or bad config).
 """
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
 import subprocess
 import sys
 import time
 import tomllib
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 from appliance.ha import ocf
 
 PARAMETERS = (
     ocf.Parameter("config", "manager config", "Path of manager.toml ([api] bind/port say where the API answers).",
-                  default="/etc/appliance/manager.toml", required=True, unique=True),
+                  default="/etc/appliance/manager.toml", required=True, unique=True, check=ocf.path),
     ocf.Parameter("binary", "appliance command", "The appliance executable that runs `serve`.",
-                  default="/opt/appliance/bin/appliance"),
+                  default="/opt/appliance/bin/appliance", check=ocf.path),
     ocf.Parameter("pidfile", "pid file", "Where the agent records the manager's process id.",
-                  default="/run/appliance/manager.pid"),
-    ocf.Parameter("logfile", "log file", "Where the manager's output goes.", default="/var/log/appliance/manager.log"),
-    ocf.Parameter("user", "run as", "User to run the manager as (empty: the agent's own user).", default=""),
+                  default="/run/appliance/manager.pid", check=ocf.path),
+    ocf.Parameter("logfile", "log file", "Where the manager's output goes.", default="/var/log/appliance/manager.log",
+                  check=ocf.path),
+    ocf.Parameter("user", "run as", "User to run the manager as (empty: the agent's own user).", default="",
+                  check=ocf.user),
     ocf.Parameter("database_socket", "local MariaDB socket",
                   "The node's own MariaDB, which the database floating address reaches while the manager runs "
                   "here: start waits for it, makes it writable and stop makes it read-only again. Empty: the "
-                  "agent leaves databases alone.", default="/run/mysqld/mysqld.sock"),
+                  "agent leaves databases alone.", default="/run/mysqld/mysqld.sock",
+                  check=lambda name, value: ocf.path(name, value, empty_ok=True)),
     ocf.Parameter("database_wait", "seconds to wait for the local MariaDB",
                   "How long start waits for the local MariaDB to answer (a node that just booted) before it "
                   "fails, so that Pacemaker moves the manager to the peer, whose database is a replica.",
-                  default="20"),
+                  default="20", check=lambda name, value: ocf.seconds(name, value, 0, 3600)),
 )
 ACTIONS = (ocf.Action("start", "120s"), ocf.Action("stop", "120s"), ocf.Action("monitor", "20s", "5s", "0"),
            ocf.Action("validate-all", "20s"), ocf.Action("meta-data", "5s"))
 
 
-def param(name: str) -> str:
-    return next(p for p in PARAMETERS if p.name == name).value()
+def param(name: str) -> Any:
+    """The parameter's value after its typed check (ocf.Invalid, 2, when it fails)."""
+    return next(p for p in PARAMETERS if p.name == name).get()
 
 
 def _pid() -> int | None:
-    try:
-        pid = int(Path(param("pidfile")).read_text().strip())
-    except (OSError, ValueError):
+    pid = ocf.read_pid("pidfile", param("pidfile"))
+    if pid is None:
         return None
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]
+        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b") ", 1)[1][:1]
     except (OSError, IndexError):
         return None
-    return None if state == "Z" else pid  # kill -0 succeeds on zombies; /proc does not lie
+    return None if state in (b"", b"Z") else pid  # kill -0 succeeds on zombies; /proc does not lie
 
 
-def _health_url() -> str:
-    data = tomllib.loads(Path(param("config")).read_text())
-    api = data.get("api", {})
-    bind = api.get("bind", "127.0.0.1")
-    host = "127.0.0.1" if bind in ("0.0.0.0", "") else bind
-    return f"http://{host}:{int(api.get('port', 2633))}/api/v1/health"
+@dataclass(frozen=True)
+class Config:
+    """What the agent reads from manager.toml, checked as `appliance serve` checks it."""
+    health_url: str
+    backend: str
 
 
-def _answers(timeout: float = 5.0) -> bool:
+def _table(data: Mapping[str, Any], key: str, config: str) -> Mapping[str, Any]:
+    table = data.get(key, {})
+    if not isinstance(table, dict):
+        raise ocf.Invalid(ocf.ERR_CONFIGURED, f"config {ocf.show(config)}: {key} = {ocf.show(table)} is "
+                                              f"{ocf.a(table)}; make [{key}] a table")
+    return table
+
+
+def _config() -> Config:
+    config = param("config")
+    source = ocf.read_text("config", config)
     try:
-        with urllib.request.urlopen(_health_url(), timeout=timeout) as response:
+        data = tomllib.loads(source)
+    except tomllib.TOMLDecodeError as exc:
+        raise ocf.Invalid(ocf.ERR_CONFIGURED, f"config {ocf.show(config)} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ocf.Invalid(ocf.ERR_CONFIGURED, f"config {ocf.show(config)} nests too deeply") from None
+    where = f"config {ocf.show(config)}: [api]"
+    api = _table(data, "api", config)
+    bind = ocf.host(f"{where} bind", api.get("bind", "127.0.0.1"), empty_ok=True, rc=ocf.ERR_CONFIGURED)
+    port = ocf.port(f"{where} port", api.get("port", 2633), rc=ocf.ERR_CONFIGURED)
+    backend = _table(data, "database", config).get("backend", "sqlite")
+    if backend not in ("sqlite", "mysql"):
+        raise ocf.Invalid(ocf.ERR_CONFIGURED, f"config {ocf.show(config)}: [database] backend = "
+                                              f"{ocf.show(backend)} is neither \"sqlite\" nor \"mysql\"")
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind, bind)
+    host = f"[{host}]" if ":" in host else host
+    return Config(f"http://{host}:{port}/api/v1/health", backend)
+
+
+def _answers(url: str, timeout: float = 5.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
 
 
 def validate() -> int:
-    checked = ocf.installed(param("binary"), param("config"))
-    if checked != ocf.SUCCESS:
-        return checked
-    config = param("config")
-    try:
-        _health_url()
-    except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
-        ocf.exit_reason(f"config {config} is not valid: {exc}")
-        return ocf.ERR_CONFIGURED
-    try:
-        if float(param("database_wait")) < 0:
-            raise ValueError
-    except ValueError:
-        ocf.exit_reason(f"database_wait={param('database_wait')!r} is not a number of seconds >= 0")
-        return ocf.ERR_CONFIGURED
+    """binary (5), the config and every value the agent reads from it (6), the user (5), and the
+    files the agent writes (6: a FIFO or a directory there would block or break the start)."""
+    ocf.executable("binary", param("binary"))
+    _config()
+    if param("user"):
+        try:
+            name = param("user")
+            pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+        except (KeyError, OverflowError):
+            raise ocf.Invalid(ocf.ERR_INSTALLED, f"user {ocf.show(param('user'))} does not exist on this node; "
+                                                 "create it or change user") from None
+        search = ocf.environ().get("PATH")
+        if shutil.which("setpriv", path=search if isinstance(search, str) and search else None) is None:
+            raise ocf.Invalid(ocf.ERR_INSTALLED, "setpriv (util-linux), which runs the manager as user, is "
+                                                 "not installed")
+    ocf.absent_or_regular("pidfile", param("pidfile"))
+    ocf.absent_or_regular("logfile", param("logfile"))
     return ocf.SUCCESS
 
 
@@ -94,12 +134,18 @@ def monitor() -> int:
     pid = _pid()
     if pid is None:
         return ocf.NOT_RUNNING
-    if _manages_local_database() and not ocf.is_probe() and _sql("SELECT 1") is None:
+    try:
+        config = _config()
+    except ocf.Invalid as exc:
+        if exc.absent and ocf.is_probe():
+            return ocf.NOT_RUNNING  # no manager of ours runs without its config: the pid is another's
+        raise
+    if config.backend == "mysql" and param("database_socket") and not ocf.is_probe() and _sql("SELECT 1") is None:
         # Its supervisor (systemd, mariadbd-safe) restarts a crashed server within seconds; one that
         # stays down fails the start that follows, after database_wait, and the group moves.
         ocf.exit_reason(f"the local MariaDB does not answer on {param('database_socket')}")
         return ocf.ERR_GENERIC
-    if _answers():
+    if _answers(config.health_url):
         _resume_semisync_when_peer_replicates()
         return ocf.SUCCESS
     ocf.exit_reason(f"manager process {pid} runs but its API does not answer")
@@ -111,18 +157,16 @@ SEMISYNC_SUSPENDED = Path("/run/appliance/semisync-suspended")
 
 
 def _manages_local_database() -> bool:
-    """Only the HA pair has a local MariaDB under a mysql config; elsewhere the agent leaves the DB alone."""
-    if not param("database_socket"):
-        return False
+    """Only the HA pair has a local MariaDB under a mysql config; elsewhere the agent leaves the DB
+    alone, and so does a stop whose parameters or config fail their checks (a failed stop fences)."""
     try:
-        backend = tomllib.loads(Path(param("config")).read_text()).get("database", {}).get("backend")
-    except (OSError, tomllib.TOMLDecodeError):
+        return bool(param("database_socket")) and _config().backend == "mysql"
+    except ocf.Invalid:
         return False
-    return backend == "mysql"
 
 
 def _local_database() -> bool:
-    return _manages_local_database() and Path(param("database_socket")).exists()
+    return _manages_local_database() and os.path.exists(param("database_socket"))
 
 
 def _wait_for_local_database(deadline: float) -> bool:
@@ -141,8 +185,9 @@ def _sql(statement: str) -> str | None:
     """One statement against the local MariaDB over its socket; None when it fails."""
     try:
         result = subprocess.run(["mariadb", f"--socket={param('database_socket')}", "--batch",
-                                 "--skip-column-names", "-e", statement],
-                                capture_output=True, text=True, timeout=30, check=False)
+                                 "--skip-column-names", "-e", statement], stdin=subprocess.DEVNULL,
+                                capture_output=True, text=True, errors="replace", timeout=30, check=False,
+                                env=ocf.child_env())
     except (OSError, subprocess.TimeoutExpired):
         return None
     return result.stdout if result.returncode == 0 else None
@@ -158,7 +203,8 @@ def _local_database_read_only(read_only: bool) -> None:
 def _peer_in_partition() -> bool | None:
     """Whether another node shares this node's cluster partition (None: no Pacemaker to ask)."""
     try:
-        result = subprocess.run(["crm_node", "-p"], capture_output=True, text=True, timeout=10, check=False)
+        result = subprocess.run(["crm_node", "-p"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                errors="replace", timeout=10, check=False, env=ocf.child_env())
     except (OSError, subprocess.TimeoutExpired):
         return None
     return len(result.stdout.split()) > 1 if result.returncode == 0 else None
@@ -188,15 +234,14 @@ def _resume_semisync_when_peer_replicates() -> None:
 
 
 def start() -> int:
-    checked = validate()
-    if checked != ocf.SUCCESS:
-        return checked
+    validate()
+    config = _config()
     if monitor() == ocf.SUCCESS:
         return ocf.SUCCESS
     if _pid() is not None:
         stop()  # a process that runs but does not answer is restarted cleanly
     deadline = time.monotonic() + ocf.action_timeout(120.0) - 2
-    if not _wait_for_local_database(min(deadline, time.monotonic() + float(param("database_wait")))):
+    if not _wait_for_local_database(min(deadline, time.monotonic() + param("database_wait"))):
         ocf.exit_reason(f"the local MariaDB does not answer on {param('database_socket')}")
         return ocf.ERR_GENERIC
     _suspend_semisync_if_alone()
@@ -206,7 +251,7 @@ def start() -> int:
     if param("user"):
         argv = ["setpriv", f"--reuid={param('user')}", f"--regid={param('user')}", "--init-groups", *argv]
     process = ocf.spawn(argv, Path(param("pidfile")), logfile)
-    return ocf.await_ready(process, lambda: _answers(timeout=1.0), deadline, "manager", logfile,
+    return ocf.await_ready(process, lambda: _answers(config.health_url, timeout=1.0), deadline, "manager", logfile,
                            "manager did not answer before the start timeout")
 
 
@@ -215,7 +260,10 @@ def stop() -> int:
     if pid is not None and not ocf.terminate(pid, lambda: _pid() is not None,
                                              max(5.0, ocf.action_timeout(120.0) - 15), "manager process"):
         return ocf.ERR_GENERIC
-    Path(param("pidfile")).unlink(missing_ok=True)
+    try:
+        Path(param("pidfile")).unlink(missing_ok=True)
+    except OSError:
+        pass  # the process is gone; a pid file left behind names no live manager, and _pid() checks
     _local_database_read_only(True)
     return ocf.SUCCESS
 
@@ -230,8 +278,11 @@ def shim(python: str) -> str:
     return ocf.shim(python, __name__ if __name__ != "__main__" else "appliance.ha.ocf_manager", metadata())
 
 
-def main(argv: list[str]) -> int:
-    return ocf.dispatch(argv, metadata, validate, {"start": start, "stop": stop, "monitor": monitor})
+def main(argv: list[str], env: Mapping[str, str] | None = None) -> int:
+    """The agent: argv[1] is the action, the parameters are OCF_RESKEY_* in `env` (default os.environ).
+    Always an OCF code: ocf.dispatch() turns failed checks and anything unexpected into one."""
+    return ocf.dispatch(argv, metadata, PARAMETERS, {"start": start, "stop": stop, "monitor": monitor,
+                                                     "validate-all": validate}, env=env)
 
 
 if __name__ == "__main__":

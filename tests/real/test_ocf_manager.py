@@ -98,3 +98,52 @@ def test_start_waits_for_the_local_database_and_names_it_when_it_never_answers(a
     assert result.returncode == 1, result.stderr
     assert f"ocf-exit-reason:the local MariaDB does not answer on {absent}" in result.stderr
     assert not (tmp / "manager.pid").exists()  # the manager was never started against a missing database
+
+
+@pytest.mark.parametrize("api, field", [("api = 5", "api = 5"), ("[api]\nport = [1]", "[api] port=[1]"),
+                                        ("[api]\nport = -5", "[api] port=-5"),
+                                        ("[api]\nport = true", "[api] port=True"),
+                                        ("[api]\nbind = 7", "[api] bind=7"),
+                                        ('[api]\nbind = "a b"', "[api] bind='a b'"),
+                                        ('[database]\nbackend = "oracle"', "[database] backend = 'oracle'"),
+                                        ("[api\nport = 1", "not valid TOML")])
+def test_config_values_of_the_wrong_type_or_range_are_named(agent, api, field):
+    _, config, run, _ = agent
+    config.write_text(api + "\n")
+    result = run("validate-all")
+    assert result.returncode == 6 and field in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "ocf-exit-reason:config" in result.stderr
+
+
+def test_parameters_and_files_that_fail_their_checks_get_ocf_codes(agent):
+    _, config, run, tmp = agent
+    fifo = tmp / "fifo.toml"
+    os.mkfifo(fifo)
+    invalid = tmp / "invalid.toml"
+    invalid.write_bytes(b"[api]\nbind = \"\xff\xfe\"\n")
+    for name, value, rc in (("config", str(fifo), 6), ("config", str(tmp), 6), ("config", "/dev/zero", 6),
+                            ("config", str(invalid), 6), ("config", "/" + "x" * 300, 2),
+                            ("config", "/" + "ab/" * 1400, 2), ("config", "", 2), ("config", "manager.toml", 2),
+                            ("pidfile", str(fifo), 6), ("logfile", str(fifo), 6), ("binary", str(tmp), 5),
+                            ("database_wait", "-5", 2), ("database_wait", "nan", 2), ("database_wait", "[1]", 2),
+                            ("user", "no body", 2), ("user", "nosuchuser-ocf", 5), ("CRM_meta_timeout", "-1", 2)):
+        result = run("validate-all", **{f"OCF_RESKEY_{name}": value})
+        assert result.returncode == rc, (name, value, result.stderr)
+        assert "ocf-exit-reason:" in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_stopped_manager_is_not_running_whatever_its_config_and_a_probe_without_one_too(agent):
+    _, config, run, tmp = agent
+    assert run("monitor", OCF_RESKEY_CRM_meta_interval="10000").returncode == 7
+    config.write_text("api = 5\n")
+    assert run("monitor", OCF_RESKEY_CRM_meta_interval="10000").returncode == 7  # start names the config
+    impostor = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp / "manager.pid").write_text(f"{impostor.pid}\n")  # "running": now the config is read, and refused
+        result = run("monitor", OCF_RESKEY_CRM_meta_interval="10000")
+        assert result.returncode == 6 and "ocf-exit-reason:config" in result.stderr, result.stderr
+        probe = run("monitor", OCF_RESKEY_config=str(tmp / "absent.toml"), OCF_RESKEY_CRM_meta_interval="0")
+        assert probe.returncode == 7  # the pid file names some process, but no manager runs without a config
+    finally:
+        impostor.kill()
+        impostor.wait()

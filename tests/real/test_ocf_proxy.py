@@ -99,7 +99,7 @@ def test_validate_names_what_is_wrong_and_probes_are_lenient(agent):
     _, _, run, tmp = agent
     assert run("validate-all", OCF_RESKEY_binary="/nonexistent/lighttpd").returncode == 5
     bad_listen = run("validate-all", OCF_RESKEY_listen="127.0.0.1")
-    assert bad_listen.returncode == 6 and "not address:port" in bad_listen.stderr
+    assert bad_listen.returncode == 2 and "not address:port" in bad_listen.stderr  # a malformed parameter
     probe = run("monitor", OCF_RESKEY_config=str(tmp / "absent.conf"), OCF_RESKEY_CRM_meta_interval="0")
     assert probe.returncode == 7
 
@@ -113,3 +113,32 @@ def test_a_lighttpd_that_dies_is_seen_at_the_next_monitor(agent):
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)  # poll interval inside the deadline loop: the start's child is reaped by init
     assert run("monitor").returncode == 7
+
+
+def test_files_that_are_no_regular_files_are_named_and_never_opened(agent):
+    _, _, run, tmp = agent
+    fifo = tmp / "fifo.conf"
+    os.mkfifo(fifo)
+    for name, value, rc in (("config", str(fifo), 6), ("config", str(tmp), 6), ("config", "/dev/zero", 6),
+                            ("pidfile", str(fifo), 6), ("logfile", str(tmp), 6), ("binary", str(fifo), 5),
+                            ("config", "relative.conf", 2), ("config", "/" + "x" * 256, 2),
+                            ("config", "/" + "a/" * 2100, 2), ("listen", "127.0.0.1:-5", 2),
+                            ("listen", "127.0.0.1:65536", 2), ("listen", "127.0.0.1:8\n0", 2)):
+        result = run("validate-all", **{f"OCF_RESKEY_{name}": value})  # a FIFO opened would block: timeout
+        assert result.returncode == rc, (name, value, result.stderr)
+        assert f"ocf-exit-reason:{name}" in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_lighttpd_output_that_is_not_utf8_and_a_hanging_check_are_ocf_codes(agent):
+    _, _, run, tmp = agent
+    garbled, hanging = tmp / "garbled", tmp / "hanging"
+    garbled.write_text("#!/bin/sh\nprintf '\\377\\376 bad \\200\\n' >&2\nexit 1\n")
+    hanging.write_text("#!/bin/sh\nexec sleep 30\n")
+    for script in (garbled, hanging):
+        script.chmod(0o755)
+    result = run("validate-all", OCF_RESKEY_binary=str(garbled))
+    assert result.returncode == 6 and "lighttpd -tt refuses" in result.stderr and "Traceback" not in result.stderr
+    began = time.monotonic()
+    result = run("validate-all", OCF_RESKEY_binary=str(hanging), OCF_RESKEY_CRM_meta_timeout="3000")
+    assert result.returncode == 6 and "did not finish" in result.stderr, result.stderr
+    assert time.monotonic() - began < 10
