@@ -81,7 +81,8 @@ def check_plans(site: Site, plans: list[RolePlan], progress=lambda message: None
                 if not any(f.check for f in node.files):
                     continue
                 progress(f"checking {plan.role} files for {node.node}")
-                run = check_node(runner, node, Path(workdir), cluster_nodes=nodes, promotable=promotable)
+                run = check_node(runner, node, Path(workdir), cluster_nodes=nodes, promotable=promotable,
+                                 redactor=Redactor(site.secrets))
                 total.outcomes += run.outcomes
                 total.previews.update(run.previews)
     return total

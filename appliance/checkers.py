@@ -8,17 +8,23 @@ machine lacks, the checker supplies it without touching the host:
 * lighttpd opens the certificate files: a scratch copy points ssl.pemfile/ssl.privkey at a throwaway
   pair (the only two lines changed);
 * crm_verify warns about unseen nodes: the CIB is checked after crm_simulate brings both nodes online.
+
+A checker may quote the file it rejects, secrets included: everything a checker prints (and every
+exception's text) passes through the site's Redactor before it lands in an Outcome or a Preview.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from appliance.core.runner import CommandFailed, Runner
+from appliance.inventory.secrets import Redactor
 from appliance.ha import cib as cibmod
 from appliance.ha import corosync, drbd, lsb, simulate
 from appliance.roles.model import FileSpec, NodePlan
@@ -67,9 +73,29 @@ def missing_tools(kind: str) -> list[str]:
     return [t for t in TOOLS[kind] if shutil.which(t) is None and not Path(t).exists()]
 
 
+WITHHELD = "(the checker's output is withheld: the checked files hold secrets and no redactor was given)"
+
+
+def output_filter(node: NodePlan, redactor: Redactor | None) -> Callable[[str], str]:
+    """What a checker's output goes through before anyone sees it.
+
+    With the site's Redactor: every secret, whole or a run of 12 of its characters, becomes <secret:NAME>.
+    Without one, output about a node plan that holds a secret file is withheld whole: never shown unredacted.
+    """
+    if redactor is not None:
+        return redactor.fragments
+    if any(f.secret for f in node.files):
+        return lambda text: WITHHELD if text.strip() else text
+    return lambda text: text
+
+
 def check_node(runner: Runner, node: NodePlan, workdir: Path, *, cluster_nodes: tuple[str, ...] = (),
-               promotable: tuple[str, ...] = ()) -> CheckRun:
-    """Run the checker of every file in ``node`` that declares one."""
+               promotable: tuple[str, ...] = (), redactor: Redactor | None = None) -> CheckRun:
+    """Run the checker of every file in ``node`` that declares one; pass ``redactor=Redactor(site.secrets)``."""
+    shown = output_filter(node, redactor)
+    # crm_simulate's summaries name resources and actions, never parameter values: redacted all the same
+    # when there is a redactor, not withheld without one (that would hide the failover preview).
+    clean = redactor.fragments if redactor is not None else (lambda text: text)
     run = CheckRun()
     for spec in node.files:
         if spec.check is None:
@@ -85,13 +111,18 @@ def check_node(runner: Runner, node: NodePlan, workdir: Path, *, cluster_nodes: 
         try:
             if kind == "cib":
                 outcome, previews = _cib(runner, node.node, spec, scratch, cluster_nodes, promotable)
-                run.previews.update(previews)
+                run.previews.update({name: dataclasses.replace(p, transition=clean(p.transition),
+                                                               revised_status=clean(p.revised_status))
+                                     for name, p in previews.items()})
             else:
                 outcome = _CHECKERS[kind](runner, node, spec, scratch)
         except CommandFailed as exc:
             outcome = Outcome(node.node, spec.path, kind, False, exc.result.argv.split()[0],
                               _tail(exc.result.stderr or exc.result.stdout))
-        run.outcomes.append(outcome)
+        except Exception as exc:  # noqa: BLE001 - its text may quote the file: shown redacted, never raw
+            outcome = Outcome(node.node, spec.path, kind, False, kind,
+                              _tail(f"the {kind} checker failed: {type(exc).__name__}: {exc}"))
+        run.outcomes.append(dataclasses.replace(outcome, detail=shown(outcome.detail)))
     return run
 
 

@@ -33,9 +33,9 @@ def step_entry(step: Step, redact: Redact) -> dict[str, Any]:
 def file_diff(spec: FileSpec, before: bytes | None, redact: Redact, after: bytes | None = None) -> str:
     """A unified diff from what is there (None: unknown or absent) to what will be, secrets redacted.
 
-    A file that holds a secret is never shown: its old content may hold an old secret the
-    redactor does not know."""
-    if spec.secret:
+    A file that holds a secret is shown only when new: its old content may hold an old secret
+    the redactor does not know."""
+    if spec.secret and before is not None:
         return f"(holds a secret: content not shown, {len(after if after is not None else spec.content)} bytes)\n"
     try:
         after_text = (after if after is not None else spec.content).decode("utf-8")

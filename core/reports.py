@@ -79,6 +79,23 @@ CATALOGUE: dict[str, Entry] = {
     "INVENTORY_SSH_KEY_MISSING": (ExitCode.INVALID_INPUT, "point ssh.key at an existing private key file"),
     "INVENTORY_HEARTBEAT_LINKS": (ExitCode.INVALID_INPUT,
                                   "heartbeat mode uses the SAN network only: set corosync.links = [\"san\"]"),
+    "INVENTORY_INVALID_USER": (ExitCode.INVALID_INPUT, "give a Linux user name: lower-case letters, digits, '_' and "
+                               "'-', starting with a letter or '_', at most 32 characters"),
+    "INVENTORY_PATH_RESERVED": (ExitCode.INVALID_INPUT,
+                                "choose a path no role renders: see docs/runbooks/inventory-errors.md for the list"),
+    "INVENTORY_PATH_OUTSIDE_APPLIANCE": (ExitCode.INVALID_INPUT,
+                                         "put the file under /etc/appliance (or /var/lib/appliance), e.g. "
+                                         "/etc/appliance/manager.toml"),
+    "INVENTORY_PATH_CONFLICT": (ExitCode.INVALID_INPUT, "give each of the two fields named a path of its own"),
+    "INVENTORY_SYSTEM_DIRECTORY": (ExitCode.INVALID_INPUT,
+                                   "use a directory of the appliance's own below /srv, e.g. /srv/cloud/one"),
+    "INVENTORY_PORT_CONFLICT": (ExitCode.INVALID_INPUT, "give every service on a node a port of its own"),
+    "INVENTORY_NOT_A_DEVICE": (ExitCode.INVALID_INPUT,
+                               "name a block device under /dev (e.g. /dev/sdb1 or /dev/disk/by-id/...), not a "
+                               "DRBD device"),
+    "INVENTORY_LVM_FILTER": (ExitCode.INVALID_INPUT,
+                             "list only local physical volumes outside DRBD in lvm.extra_accept (e.g. the root "
+                             "volume group's disk); appliance adds the DRBD data device itself"),
     "SECRETS_UNREADABLE": (ExitCode.INVALID_INPUT, "check the secrets file path and that it is readable"),
     "SECRETS_PERMISSIONS": (ExitCode.INVALID_INPUT, "run: chmod 600 <file> (and chown it to yourself)"),
     "SECRETS_NOT_TOML": (ExitCode.INVALID_INPUT, "fix the TOML syntax of the secrets file"),

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .types import (AbsPath, Domain, Duration, FenceAgent, HostName, Identifier, Interface, IPv4,
-                    IPv4Network, NfsOption, ParamKey, SafeText, Size)
+                    IPv4Network, NfsOption, ParamKey, SafeText, Size, UserName)
 
 
 class _Model(BaseModel):
@@ -59,7 +59,8 @@ class Network(_Model):
 
 
 class Cluster(_Model):
-    name: Identifier = "cloud-cc"
+    # A host name: /etc/hosts gives it to the floating addresses, and the generated certificate to the API.
+    name: HostName = "cloud-cc"
     stack: Literal["corosync", "heartbeat"] = "corosync"
     preferred_node: HostName | None = None  # where resources start first; the first node when unset
     stickiness: int = Field(1000, ge=0, le=1000000)
@@ -89,7 +90,7 @@ class DrbdVolume(_Model):
 
 class Drbd(_Model):
     version: Literal["9", "8.4"] = "9"
-    resync_rate: Size = "100M"
+    resync_rate: Size = "100M"  # per second; no unit means K (KiB/s); DRBD takes 1K..4G (checks.py)
     cloud: DrbdVolume = DrbdVolume(resource="one-disk", minor=1, port=7789, meta_index=0)
     vmdata: DrbdVolume = DrbdVolume(resource="data-disk", minor=2, port=7790, meta_index=1)
 
@@ -127,8 +128,8 @@ class Database(_Model):
 
 class Manager(_Model):
     port: int = Field(2633, ge=1, le=65535)
-    user: Identifier = "appliance"
-    config: AbsPath = "/etc/appliance/manager.toml"
+    user: UserName = "appliance"  # a system user `useradd` creates
+    config: AbsPath = "/etc/appliance/manager.toml"  # inside /etc/appliance or /var/lib/appliance (checks.py)
     state_dir: AbsPath = "/srv/cloud/one/var"
     # A directory of wheels, the appliance's and all its dependencies' (`make wheelhouse`), relative
     # to the inventory. The nodes install from it into /opt/appliance with no package index at all.

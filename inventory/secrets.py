@@ -23,6 +23,8 @@ PLAIN = ("hacluster_password", "replication_password", "database_password", "drb
 _PASSWORD = re.compile(r"[A-Za-z0-9!#%*+,./:;=?@^_~-]{12,128}")  # no quotes, spaces or $: safe in every file
 MIN_AUTHKEY_BYTES = 32
 MAX_AUTHKEY_BYTES = 4096
+# DRBD's SHARED_SECRET_MAX is 64 bytes with the terminating NUL: drbdadm refuses a longer shared-secret.
+MAX_DRBD_SECRET_CHARS = 63
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,34 @@ class Redactor:
     def contains_secret(self, data: bytes) -> bool:
         return any(value.encode() in data for value, _ in self._pairs)
 
+    def fragments(self, text: str, min_length: int = 12) -> str:
+        """Like calling it, and also hides every run of ``min_length`` or more characters of a secret.
+
+        For another program's output (the real checkers): a tool that truncates or wraps a value it quotes
+        (the start of an over-long shared-secret) would leak the part that no longer matches whole.
+        """
+        text = self(text)
+        for value, name in self._pairs:
+            if len(value) < min_length:
+                continue
+            grams = {value[i:i + min_length] for i in range(len(value) - min_length + 1)}
+            hidden = [False] * len(text)
+            for i in range(len(text) - min_length + 1):
+                if text[i:i + min_length] in grams:
+                    hidden[i:i + min_length] = [True] * min_length
+            if any(hidden):
+                out, i = [], 0
+                while i < len(text):
+                    if hidden[i]:
+                        while i < len(text) and hidden[i]:
+                            i += 1
+                        out.append(f"<secret:{name}>")
+                    else:
+                        out.append(text[i])
+                        i += 1
+                text = "".join(out)
+        return text
+
 
 def load_secrets(path: Path | None, fence_devices: list[str], env: Mapping[str, str] | None = None,
                  need_tls: bool = False) -> tuple[Secrets | None, list[Report]]:
@@ -193,6 +223,9 @@ def _validate(name: str, value: object) -> str | None:
         return None
     if not _PASSWORD.fullmatch(value):
         return "must be 12-128 characters of letters, digits and !#%*+,./:;=?@^_~- (no quotes, spaces or $)"
+    if name == "drbd_shared_secret" and len(value) > MAX_DRBD_SECRET_CHARS:
+        return (f"must be at most {MAX_DRBD_SECRET_CHARS} characters (DRBD's limit); "
+                "`appliance secrets init` makes 32")
     return None
 
 
@@ -206,6 +239,17 @@ def _fence(raw: object, devices: list[str], env: Mapping[str, str]) -> tuple[dic
         if name not in devices:
             reports.append(Report("SECRETS_UNKNOWN_FIELD", f"fence device {name!r} is not in the inventory",
                                   path=f"fence.{name}", value=name))
+    for name in sorted(table):
+        entry = table[name]
+        if name in devices and not isinstance(entry, dict):
+            reports.append(Report("SECRETS_INVALID", f"[fence.{name}] must be a table (password = \"...\")",
+                                  path=f"fence.{name}"))
+        elif name in devices:
+            # A misspelt key would leave the device without its password, silently: refuse it.
+            for key in sorted(k for k in entry if k != "password"):
+                reports.append(Report("SECRETS_UNKNOWN_FIELD", f"unknown key {str(key)!r} in [fence.{name}]; it "
+                                      "holds only password", path=f"fence.{name}.{key}", value=str(key),
+                                      fix=f"name it password, or remove it from [fence.{name}]"))
     for device in devices:
         entry = table.get(device, {})
         env_name = f"{ENV_PREFIX}FENCE_{re.sub(r'[^A-Za-z0-9]', '_', device).upper()}_PASSWORD"
