@@ -1,7 +1,10 @@
 """SshRunner against a real sshd on loopback: commands, atomic writes, and host key policy."""
 from __future__ import annotations
 
+import logging
 import os
+import secrets
+import shlex
 import socket
 import stat
 import subprocess
@@ -12,8 +15,10 @@ import pytest
 
 from appliance.core.runner import CommandFailed, Secret
 from appliance.core.reports import ReportError
+from appliance.runner import ssh
 from appliance.runner.ssh import SshRunner
 from tests.conftest import in_ci, require_tool
+from tests.unit.test_runner import crmadmin_like, marker, returns, running  # noqa: F401 (marker: a fixture)
 
 SSHD = "/usr/sbin/sshd"
 
@@ -161,3 +166,73 @@ def test_unreachable_host_is_a_coded_error(tmp_path):
     with pytest.raises(ReportError) as error:
         runner.run(["true"])
     assert [(r.code, r.host) for r in error.value.reports] == [("HOST_UNREACHABLE", "cloud-cc02")]
+
+
+# --- No command can hang the runner (issue 10): an orphan holding the channel's pipes once kept
+# `appliance install` waiting 11+ minutes at "wait for a designated controller". ---
+
+@pytest.fixture
+def runner(sshd, tmp_path):
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd.known_hosts_line())
+    connected = sshd.runner(known)
+    yield connected
+    connected.close()
+
+
+def test_a_command_leaving_a_child_that_holds_the_channel_returns_with_its_output(runner, marker):
+    pattern = marker()
+    result = returns(lambda: runner.run(["sh", "-c", f"sleep {pattern} & echo started"]))
+    assert (result.returncode, result.stdout) == (0, "started\n")
+    assert running(pattern) == []
+
+
+def test_a_command_past_its_deadline_returns_124_and_its_session_is_gone(runner, marker):
+    pattern = marker()
+    result = returns(lambda: runner.run(["sh", "-c", f"sleep {pattern} & exec sleep {pattern}"], timeout=2,
+                                        check=False))
+    assert result.returncode == 124 and "timed out after 2 s" in result.stderr
+    assert running(pattern) == []
+
+
+def test_the_crmadmin_hang_is_gone(runner, tmp_path):
+    tag = f"fake-crmadmin-child-{secrets.token_hex(6)}"
+    try:
+        result = returns(lambda: runner.run(crmadmin_like(tmp_path, tag), timeout=30, check=False))
+        assert result.returncode == 124  # the wait's own timeout, well inside the runner's deadline:
+        assert "timed out after" not in result.stderr and "stayed open" not in result.stderr
+        assert running(tag) == []  # the children ignoring SIGTERM died with the command's session
+    finally:
+        subprocess.run(["pkill", "-KILL", "-f", tag], capture_output=True)
+
+
+def test_a_daemon_started_on_purpose_keeps_running(runner, marker):
+    pattern = marker()
+    result = returns(lambda: runner.run(["sh", "-c", f"setsid -f sleep {pattern} >/dev/null 2>&1 </dev/null; echo ok"]))
+    assert result.stdout == "ok\n"
+    assert len(running(pattern)) == 1
+
+
+def test_output_held_outside_the_session_does_not_hold_the_runner(runner, marker, monkeypatch):
+    monkeypatch.setattr(ssh, "EOF_GRACE", 1.0)
+    pattern = marker()
+    result = returns(lambda: runner.run(["sh", "-c", f"setsid sleep {pattern} & echo x"]))
+    assert (result.returncode, result.stdout) == (0, "x\n")
+    assert "output stayed open" in result.stderr
+
+
+def test_a_host_that_never_sends_an_exit_status_does_not_hold_the_runner(runner, marker, monkeypatch):
+    pattern = marker()
+    monkeypatch.setattr(ssh, "CLIENT_GRACE", 1.0)
+    monkeypatch.setattr(ssh, "wrap", lambda argv, deadline: shlex.join(["sleep", pattern]))  # no watchdog there
+    result = returns(lambda: runner.run(["true"], timeout=1, check=False))
+    assert result.returncode == 124 and "no exit status" in result.stderr
+
+
+def test_stdin_env_and_secrets_pass_and_secrets_are_not_logged(runner, caplog):
+    caplog.set_level(logging.DEBUG)
+    payload = "x" * 300_000  # more than one SSH window's worth of packets
+    result = runner.run(["sh", "-c", 'printf "%s %s " "$X" "$1"; wc -c', "sh", Secret("argv-s3cret")],
+                        stdin=Secret(payload), env={"X": "a b"})
+    assert result.stdout.split() == ["a", "b", "argv-s3cret", "300000"]
+    assert "argv-s3cret" not in caplog.text and payload[:100] not in caplog.text and "********" in caplog.text

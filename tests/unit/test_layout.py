@@ -125,7 +125,7 @@ def test_the_import_linter_contracts_hold(tmp_path):
     for folder, package in {**FOLDERS, "inventory": "appliance.inventory", "templates": "appliance.templates"}.items():
         if folder != "appliance":
             shutil.copytree(ROOT / folder, tmp_path / "appliance" / package.split(".", 1)[1], ignore=ignore)
-    result = subprocess.run([str(lint), "--config", str(ROOT / ".importlinter"), "--no-cache"], cwd=tmp_path,
+    result = subprocess.run([str(lint), str(ROOT / ".importlinter"), "--no-cache"], cwd=tmp_path,
                             env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Contracts: 3 kept, 0 broken." in result.stdout
