@@ -20,11 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.inventory.load import Site
-from appliance.lab import lab
+from appliance.lab import fence, lab
 from appliance.core.reports import Report, ReportError
 from appliance.verify import cluster_state
 
 FAULTS = ("kill-node", "cut-link", "kill-manager", "kill-db")
+FENCE_TIMEOUT = 180.0  # seconds for the survivor's fence of the victim to finish before the restore gives up
+SSH_ATTEMPTS = 3  # starts of the restored node, each waiting for its sshd
+_now, _pause = time.monotonic, time.sleep  # the restore's clock, replaced by tests
 
 
 @dataclass
@@ -110,15 +113,86 @@ def inject(fault: str, node: lab.LabNode, lab_dir: Path, runner) -> None:
         raise ValueError(fault)
 
 
-def restore(site: Site, node: lab.LabNode, lab_dir: Path, vips: tuple[str, str]) -> None:
-    """Bring a killed, cut-off or fenced lab node back: links up, stale floating addresses gone, sshd back."""
+def restore(site: Site, node: lab.LabNode, lab_dir: Path, vips: tuple[str, str], *,
+            fence_timeout: float = FENCE_TIMEOUT, progress=lambda m: None) -> None:
+    """Bring a killed, cut-off or fenced lab node back: links up, stale floating addresses gone, sshd back.
+
+    Not before the survivor's fence of the node is over: a node started while fence_lab is still
+    switching it off (or before the fence even began: after kill-node the survivor fences the lost
+    node seconds later) is switched off again under the restore (a drill saw HOST_UNREACHABLE so)."""
+    wait_for_fence(lab_dir, node, fence_timeout, progress)
     for address in vips:
         for interface in ("lan0", "san0"):
             subprocess.run(["ip", "-n", node.netns, "addr", "del", f"{address}/24", "dev", interface],
                            capture_output=True)
-    lab.network_up()  # both ends of its links: fence_lab switched the node's own side off too
-    lab.start_node(lab_dir, node)
-    lab.wait_for_ssh(node)
+    for attempt in range(1, SSH_ATTEMPTS + 1):
+        lab.network_up()  # both ends of its links: fence_lab switched the node's own side off too
+        lab.start_node(lab_dir, node)
+        try:
+            lab.wait_for_ssh(node)
+            return
+        except ReportError:
+            if attempt == SSH_ATTEMPTS:
+                raise
+            progress(f"{node.name} did not answer on SSH; starting it again ({attempt + 1}/{SSH_ATTEMPTS})")
+            _wait_while_fencing(lab_dir / node.name, fence_timeout, node)
+
+
+def wait_for_fence(lab_dir: Path, node: lab.LabNode, timeout: float = FENCE_TIMEOUT,
+                   progress=lambda m: None) -> dict:
+    """Wait until fence_lab has switched off the node's current incarnation and is done.
+
+    The fact is fence_lab's own record in the node's directory (appliance.lab.fence.record): the
+    agent writes "running" before it touches the node and "off" when nothing of the node is left.
+    Done means: the last record is "off", it finished after the node was last started (the mtime
+    of anchor.pid, which the node's anchor writes at each start), no agent is still running, and
+    the node's namespace holds no process."""
+    directory = lab_dir / node.name
+    try:
+        since = (directory / "anchor.pid").stat().st_mtime
+    except OSError:
+        since = 0.0  # never started: any switch-off is the last one
+    deadline = _now() + timeout
+    said = False
+    while True:
+        last = fence.last_switch(directory)
+        state = last.get("state") if last else None
+        finished = last.get("finished") if last else None
+        current = state == "off" and isinstance(finished, (int, float)) and finished >= since
+        left = lab.node_pids(node) if current else []
+        if current and not left:
+            return last
+        if _now() > deadline:
+            if last is None:
+                seen = "fence_lab never switched it off"
+            elif current:
+                seen = f"fence_lab reported it off, yet {len(left)} processes are still in its namespace"
+            elif state == "off":
+                seen = "its last switch-off is from before the node last started"
+            else:
+                seen = f"fence_lab's last switch-off is {state!r}"
+            raise ReportError([Report(
+                "WAIT_TIMEOUT", f"the fence of {node.name} did not finish within {timeout:g} s: {seen}",
+                host=node.name, value=node.name,
+                fix=f"read the survivor's fence history (`stonith_admin --history {node.name}`) and "
+                    f"{directory / fence.RECORD}; once the node is off, `appliance lab up` starts it again")])
+        if not said:
+            progress(f"waiting for the fence of {node.name} to finish before restoring it")
+            said = True
+        _pause(0.2)  # poll interval inside the deadline loop
+
+
+def _wait_while_fencing(directory: Path, timeout: float, node: lab.LabNode) -> None:
+    """Before starting the node again: a switch-off still in progress must end first."""
+    deadline = _now() + timeout
+    while True:
+        last = fence.last_switch(directory)
+        if not (last and last.get("state") == "running" and fence.agent_running(last.get("pid"))):
+            return
+        if _now() > deadline:
+            raise ReportError([Report("WAIT_TIMEOUT", f"fence_lab (pid {last.get('pid')}) is still switching "
+                                      f"{node.name} off after {timeout:g} s", host=node.name, value=node.name)])
+        _pause(0.2)  # poll interval inside the deadline loop
 
 
 def drill(site: Site, runners: dict, fault: str, lab_dir: Path, *, node: str | None = None,

@@ -9,10 +9,17 @@ that cannot reach `pdu` (its links are cut) cannot fence anyone, so it loses the
 There is no "on": `appliance lab up` or a drill's restore brings a switched-off node back, so
 reboot is off. Pacemaker's fenced passes options as key=value lines on stdin; `-o ACTION` and
 `-n NODE` work on the command line for people. Installed as /usr/sbin/fence_lab by `lab up`.
+
+It only switches nodes of its own lab: lab_dir must be a lab (an existing directory with lab.toml),
+and the plug must be a lab node's name (NODE_NAME) whose directory really lies inside lab_dir.
+Every switch-off is recorded in the node's directory (RECORD: running, then off or failed), so a
+drill's restore can wait until the fence is over before it starts the node again.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -30,6 +37,14 @@ PARAMETERS = (
 )
 ACTIONS = ("on", "off", "reboot", "status", "list", "monitor", "metadata", "validate-all")
 OK, FAILED, OFF = 0, 1, 2  # fence-agents' status convention: 0 on, 2 off, 1 error
+# A lab node's name, as appliance.lab.lab.LabNode.name makes it (ASCII digits only: no \\d).
+NODE_NAME = re.compile(r"cloud-cc[0-9]{2}", re.ASCII)
+LAB_MARKER = "lab.toml"  # what `appliance lab up` writes into every lab directory
+RECORD = "fence.json"  # in the node's directory: the last switch-off, see record()
+
+
+class Refused(Exception):
+    """A plug or lab_dir this agent does not switch: the message goes to stderr."""
 
 
 def metadata() -> str:
@@ -82,8 +97,37 @@ def reachable(address: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def node_netns(lab_dir: Path, node: str) -> str:
-    return (lab_dir / node / "netns.id").read_text().strip()
+def lab_root(lab_dir: str) -> Path:
+    """lab_dir, resolved, when it is a lab: an existing directory holding lab.toml."""
+    if not lab_dir or "\0" in lab_dir or "\n" in lab_dir:
+        raise Refused(f"lab_dir {lab_dir!r} is not the lab directory")
+    try:
+        root = Path(lab_dir).resolve(strict=True)
+        is_lab = root.is_dir() and (root / LAB_MARKER).is_file()
+    except (OSError, RuntimeError, ValueError):  # missing, a symlink loop, unreadable
+        is_lab = False
+    if not is_lab:
+        raise Refused(f"lab_dir {lab_dir!r} is not the lab directory (an existing directory with {LAB_MARKER})")
+    return root
+
+
+def node_dir(root: Path, plug: str) -> Path:
+    """The directory of lab node `plug` inside the lab `root` (from lab_root): the name must be a
+    lab node's, and the directory must resolve to a child of the lab, not through a symlink out."""
+    if not NODE_NAME.fullmatch(plug):
+        raise Refused(f"{plug!r} is not a lab node name (cloud-ccNN)")
+    try:
+        path = (root / plug).resolve(strict=True)
+        inside = path.is_relative_to(root) and path.parent == root and (path / "netns.id").is_file()
+    except (OSError, RuntimeError, ValueError):
+        inside = False
+    if not inside:
+        raise Refused(f"{plug!r} is not a node of the lab in {root}")
+    return path
+
+
+def node_netns(directory: Path) -> str:
+    return (directory / "netns.id").read_text().strip()
 
 
 def pids_in(netns: str) -> list[int]:
@@ -98,8 +142,52 @@ def pids_in(netns: str) -> list[int]:
     return found
 
 
-def switch_off(lab_dir: Path, node: str) -> bool:
-    netns = node_netns(lab_dir, node)
+def record(directory: Path, state: str, started: float, finished: float | None = None) -> None:
+    """The node's last switch-off: state "running" (by the agent `pid`), then "off" or "failed".
+    Written atomically; a record that cannot be written does not stop the fence."""
+    text = json.dumps({"state": state, "pid": os.getpid(), "started": started, "finished": finished})
+    tmp = directory / f".{RECORD}.{os.getpid()}"
+    try:
+        tmp.write_text(text + "\n")
+        os.replace(tmp, directory / RECORD)
+    except OSError as exc:
+        print(f"fence_lab: cannot record the switch-off in {directory}: {exc}", file=sys.stderr)
+
+
+def last_switch(directory: Path) -> dict | None:
+    """The record of the node's last switch-off, or None when it was never switched off."""
+    try:
+        found = json.loads((directory / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def agent_running(pid: object) -> bool:
+    """Whether `pid` is still a running fence_lab (a live process, not a zombie, not a reused pid)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and b"appliance.lab.fence" in cmdline
+
+
+def switch_off(directory: Path) -> bool:
+    started = time.time()
+    record(directory, "running", started)
+    try:
+        done = _switch_off(node_netns(directory))
+    except BaseException:
+        record(directory, "failed", started, time.time())
+        raise
+    record(directory, "off" if done else "failed", started, time.time())
+    return done
+
+
+def _switch_off(netns: str) -> bool:
     pids = pids_in(netns)
     if pids:  # links first: from this moment the node answers nothing, not even ARP
         for link in ("lan0", "san0"):
@@ -119,6 +207,18 @@ def switch_off(lab_dir: Path, node: str) -> bool:
 
 
 def main(argv: list[str]) -> int:
+    """A fence agent answers with a status code and a line on stderr, never a traceback."""
+    try:
+        return _main(argv)
+    except Refused as exc:
+        print(f"fence_lab: {exc}", file=sys.stderr)
+        return FAILED
+    except Exception as exc:  # noqa: BLE001 (fenced reads the status; a traceback helps nobody there)
+        print(f"fence_lab: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return FAILED
+
+
+def _main(argv: list[str]) -> int:
     stdin_text = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
     opts = options(argv[1:], stdin_text)
     action = opts["action"]
@@ -128,10 +228,7 @@ def main(argv: list[str]) -> int:
     if action not in ACTIONS:
         print(f"fence_lab: unknown action {action!r}", file=sys.stderr)
         return FAILED
-    lab_dir = Path(opts.get("lab_dir", ""))
-    if not opts.get("lab_dir") or not lab_dir.is_dir():
-        print(f"fence_lab: lab_dir {opts.get('lab_dir')!r} is not the lab directory", file=sys.stderr)
-        return FAILED
+    lab_dir = lab_root(opts.get("lab_dir", ""))
     if action == "validate-all":
         return OK
     if not reachable(opts["pdu"]):
@@ -140,20 +237,19 @@ def main(argv: list[str]) -> int:
     if action == "monitor":
         return OK
     if action == "list":
-        for node_dir in sorted(lab_dir.iterdir()):
-            if (node_dir / "netns.id").is_file():
-                print(f"{node_dir.name},")
+        for entry in sorted(lab_dir.iterdir()):
+            try:
+                print(f"{node_dir(lab_dir, entry.name).name},")
+            except Refused:
+                continue  # not a node of this lab
         return OK
-    node = opts.get("plug", "")
-    if not node or not (lab_dir / node / "netns.id").is_file():
-        print(f"fence_lab: {node!r} is not a node of the lab in {lab_dir}", file=sys.stderr)
-        return FAILED
+    directory = node_dir(lab_dir, opts.get("plug", ""))
     if action == "status":
-        return OK if pids_in(node_netns(lab_dir, node)) else OFF
+        return OK if pids_in(node_netns(directory)) else OFF
     if action == "on":
         print("fence_lab: the lab switch has no 'on'; `appliance lab up` starts a node again", file=sys.stderr)
         return FAILED
-    return OK if switch_off(lab_dir, node) else FAILED  # off, and reboot (which stays off)
+    return OK if switch_off(directory) else FAILED  # off, and reboot (which stays off)
 
 
 if __name__ == "__main__":
