@@ -188,7 +188,7 @@ def run_drill(inventory: Path, fault: str, node: str | None, *, restore_after: b
             for runner in runners.values():
                 runner.close()
             drill.restore(site, victim, inventory.parent, (site.inventory.network.lan_vip,
-                                                           site.inventory.network.san_vip))
+                                                           site.inventory.network.san_vip), progress=progress)
             runners = connect(site)
         # The drill checked that no failure was recorded before it; those recorded now are its own.
         holder = runners[result["survivor"]]

@@ -9,7 +9,10 @@ from . import base, cluster, database, drbd, exports, lvm, manager, proxy, resou
 from .facts import SiteFacts
 from .model import RolePlan
 
-ROLES: tuple[ModuleType, ...] = (base, drbd, lvm, cluster, database, exports, manager, proxy, resources)
+# database before cluster: after a cold start of both nodes, Pacemaker starts the manager as soon
+# as it runs, and a manager started before its local MariaDB fails its start for good (the lab's
+# cold start drill found it; production's MariaDB is started by systemd, not by the cluster).
+ROLES: tuple[ModuleType, ...] = (base, drbd, lvm, database, cluster, exports, manager, proxy, resources)
 
 
 def order_problems(roles: tuple[ModuleType, ...] = ROLES) -> list[str]:
