@@ -59,8 +59,11 @@ def dump_cmd(version: str, config: str) -> list[str]:
 
 
 def create_md_cmd(version: str, resource: str) -> list[str]:
+    """Forced: drbdmeta asks before writing next to another resource's metadata on a shared
+    metadata disk (8.4 reads offset 0, index 0's superblock) and nobody answers. The installer runs
+    it only after its own proof that both disks are blank and no metadata exists (roles/drbd.py)."""
     return [DRBDADM[version], "--force", "create-md", resource] if version == "9" else \
-        [DRBDADM[version], "create-md", resource]
+        [DRBDADM[version], "--", "--force", "create-md", resource]
 
 
 def up_cmd(version: str, resource: str, dry_run: bool = False) -> list[str]:

@@ -36,6 +36,7 @@ class FirstInstall:
     bring_up: tuple[str, ...] = ()  # nodes where the new resource is brought up
     initial_primary: bool = False  # the preferred node becomes the sync source
     resume_on_primary: bool = False  # a crashed first install: primary here, device proven blank
+    hand_back: bool = False  # demote the preferred node at the end: it is primary and no cluster runs
     refusals: tuple[str, ...] = field(default=())  # why something that looked new was not touched
 
     @property
@@ -53,46 +54,63 @@ def decide(site: Site, facts: SiteFacts | None) -> dict[str, FirstInstall]:
     for volume in (inv.drbd.cloud, inv.drbd.vmdata):
         res = volume.resource
         if facts is None:
-            decisions[res] = FirstInstall(res, tuple(names), tuple(names), True)
+            decisions[res] = FirstInstall(res, tuple(names), tuple(names), True, hand_back=True)
             continue
         per_node = {n: facts.drbd(n, res) for n in names}
         refusals = [f"{n}: no facts for {res}" for n, f in per_node.items() if f is None]
         if refusals:
             decisions[res] = FirstInstall(res, refusals=tuple(refusals))
             continue
+        # create-md writes to the metadata disk and later syncs over the backing disk: both must be
+        # blank. "unconfigured" (no drbd-utils or .res yet) is settled by the proof at apply time.
         create_md = tuple(n for n, f in per_node.items()
-                          if f.metadata == "absent" and f.backing.blank and not f.up)
+                          if f.metadata in ("absent", "unconfigured") and f.backing.blank and f.meta.blank
+                          and not f.up)
         for n, f in per_node.items():
-            if f.metadata == "absent" and not f.backing.blank:
-                refusals.append(f"{n}: {res} has no DRBD metadata but its disk is not proven blank "
-                                f"(blkid: {f.backing.state} {f.backing.kind}); create-md not planned")
-            elif f.metadata == "unknown":
+            if f.metadata in ("absent", "unconfigured") and n not in create_md:
+                refusals.append(f"{n}: {res} has no DRBD metadata but its disks are not proven blank "
+                                f"(blkid: backing {f.backing.state} {f.backing.kind}, metadata disk "
+                                f"{f.meta.state} {f.meta.kind}); create-md not planned")
+            elif f.metadata == "unknown" and not f.up:
                 refusals.append(f"{n}: DRBD metadata of {res} could not be read; nothing destructive planned")
         bring_up = tuple(n for n, f in per_node.items() if not f.up and (n in create_md or f.metadata == "new"))
         someone_has_data = any(f.role == "Primary" or "UpToDate" in (f.disk, f.peer_disk) or f.metadata == "used"
                                for f in per_node.values())
-        all_new = all(n in create_md or f.metadata == "new" for n, f in per_node.items())
+        # Metadata created by hand over a disk that holds data is "new" too: the backing must be blank.
+        all_new = all(n in create_md or (f.metadata == "new" and f.backing.blank) for n, f in per_node.items())
         initial = all_new and not someone_has_data
         here = per_node[preferred]
         peer_primary = any(f.role == "Primary" for n, f in per_node.items() if n != preferred) or \
             here.peer_role == "Primary"
         resume = (not initial and here.role == "Primary" and not peer_primary and here.device.blank
                   and here.metadata in ("new", "used"))
-        decisions[res] = FirstInstall(res, create_md, bring_up, initial, resume, tuple(refusals))
+        # Demote only what no cluster manages yet: a first install that stopped before its end.
+        cluster_runs = any(facts.nodes[n].cluster_online is not None for n in names if n in facts.nodes)
+        mounted = f"/dev/drbd{volume.minor}" in facts.nodes[preferred].mounts.values()
+        hand_back = initial or resume or (here.role == "Primary" and not cluster_runs and not peer_primary
+                                          and not mounted)
+        decisions[res] = FirstInstall(res, create_md, bring_up, initial, resume, hand_back=hand_back,
+                                      refusals=tuple(refusals))
     return decisions
 
 
-def metadata_absent(tool: str, resource: str, disk: str) -> tuple[str, ...]:
-    """Proof for create-md, re-read at apply: the disk is blank and DRBD finds no metadata for it."""
-    return shell('blkid -p -o export "$3" >/dev/null 2>&1; [ $? -eq 2 ] || exit 1; '
-                 f'"$1" get-gi "$2" 2>&1 | grep -qF "{NO_METADATA}"', tool, resource, disk)
+BLANK = ('blank() { [ -b "$1" ] || return 1; e=$(blkid -p -o export "$1" 2>&1 >/dev/null); r=$?; '
+         '[ "$r" -eq 2 ] && [ -z "$e" ]; }; ')
 
 
-def never_primary(tool: str, resource: str) -> tuple[str, ...]:
-    """Proof for the forced primary: metadata just created, no side UpToDate, nobody Primary."""
-    return shell(f'gi=$("$1" get-gi "$2" 2>/dev/null) || exit 1; case $gi in {JUST_CREATED}:*) ;; *) exit 1;; esac; '
+def metadata_absent(tool: str, resource: str, disk: str, meta_disk: str) -> tuple[str, ...]:
+    """Proof for create-md, re-read at apply: both disks blank and drbdmeta finds no metadata."""
+    return shell(BLANK + 'blank "$3" && blank "$4" || exit 1; out=$("$1" dstate "$2" 2>&1) && exit 1; '
+                 f'case $out in *"{NO_METADATA}"*) exit 0;; esac; exit 1', tool, resource, disk, meta_disk)
+
+
+def never_primary(tool: str, resource: str, disk: str) -> tuple[str, ...]:
+    """Proof for the forced primary: metadata just created, backing blank, no side UpToDate, nobody Primary."""
+    return shell(BLANK + f'blank "$3" || exit 1; gi=$("$1" get-gi "$2" 2>/dev/null) || exit 1; '
+                 f'case $gi in {JUST_CREATED}:*) ;; *) exit 1;; esac; '
                  'ds=$("$1" dstate "$2" 2>/dev/null) || exit 1; case $ds in *UpToDate*) exit 1;; esac; '
-                 'r=$("$1" role "$2" 2>/dev/null) || exit 1; case $r in *Primary*) exit 1;; esac', tool, resource)
+                 'r=$("$1" role "$2" 2>/dev/null) || exit 1; case $r in *Primary*) exit 1;; esac',
+                 tool, resource, disk)
 
 
 def plan(site: Site, facts: SiteFacts | None = None) -> RolePlan:
@@ -119,7 +137,7 @@ def plan(site: Site, facts: SiteFacts | None = None) -> RolePlan:
             if node.name in decision.create_md:
                 steps.append(Step(f"create metadata for {res.name}", tuple(drbd.create_md_cmd(version, res.name)),
                                   why=f"{disk} is blank and has no DRBD metadata", once=True, destructive=True,
-                                  requires=metadata_absent(tool, res.name, disk)))
+                                  requires=metadata_absent(tool, res.name, disk, node.disks.metadata)))
             if node.name in decision.bring_up:
                 steps.append(Step(f"bring up {res.name}", tuple(drbd.up_cmd(version, res.name)),
                                   why="a new resource; Pacemaker manages it from here on", once=True,
@@ -130,7 +148,9 @@ def plan(site: Site, facts: SiteFacts | None = None) -> RolePlan:
                     steps.append(Step(f"start the initial sync of {res.name} from {node.name}",
                                       tuple(drbd.initial_primary_cmd(version, res.name)),
                                       why="both disks are new: one must be declared the source", once=True,
-                                      destructive=True, requires=never_primary(tool, res.name)))
+                                      destructive=True,
+                                      requires=never_primary(tool, res.name,
+                                                             next(h.disk for h in res.hosts if h.name == node.name))))
             cloud = resources[0][0]
             if decisions[cloud.name].primary_here:
                 steps.append(Step(f"make the {inv.filesystem.fstype} filesystem on {cloud.device}",

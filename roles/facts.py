@@ -1,10 +1,16 @@
 """gather: read-only facts about each node, the evidence every destructive step is planned on.
 
 Nothing here changes a machine: each command only reads (blkid -p, drbdadm get-gi/role/dstate,
-pvs, /proc/self/mounts, crm_mon). Each fact keeps "unknown" apart from "no": a command that
+pvs, /proc/self/mounts, crm_node). Each fact keeps "unknown" apart from "no": a command that
 failed for a reason we cannot read proves nothing, and a step that destroys data is planned only
-on a positive answer (blkid's "nothing found" exit 2, drbdmeta's "No valid meta data found", the
-generation identifier DRBD writes into metadata it has just created).
+on a positive answer: blkid's "nothing found" (exit 2 *with nothing on stderr*: blkid also exits
+2 when it cannot open the device), drbdmeta's "No valid meta data found" (printed by dstate and
+dump-md, not by get-gi), the generation identifier DRBD writes into metadata it has just created.
+
+On a first install drbd-utils or the resource's .res file may not be there yet when facts are
+gathered ("unconfigured"): the plan may then hold create-md on two blkid-blank disks, and the
+proof the step re-reads right before it runs (drbdadm dstate, after base and drbd have installed
+the tools and the files) decides.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ FACT_TIMEOUT = 20.0  # seconds per read; a node that cannot answer in this is no
 # create-md wrote and no node has ever been primary on. Any other value: the disk has had data.
 JUST_CREATED = "0000000000000004"
 NO_METADATA = "No valid meta data found"
+NOT_CONFIGURED = ("not defined in your config",)  # no .res yet; a missing drbdadm exits 127
 _GI = re.compile(r"^([0-9A-Fa-f]{16}):")
 
 
@@ -41,13 +48,14 @@ class Signature:
 class DrbdFacts:
     """One DRBD resource on one node, read by the resource's name."""
 
-    metadata: str  # absent | new (never primary anywhere) | used (has had data) | unknown
+    metadata: str  # absent | unconfigured (no tools/.res yet) | new (never primary) | used (has had data) | unknown
     backing: Signature  # the backing disk
     role: str = ""  # this node's role: Primary | Secondary | "" when the resource is not up
     peer_role: str = ""  # 8.4 shows it; "" when unknown
     disk: str = ""  # this node's disk state: UpToDate, Inconsistent, Diskless, ...
     peer_disk: str = ""
     device: Signature = Signature("unknown")  # the /dev/drbdN device, read only where Primary
+    meta: Signature = Signature("unknown")  # the external metadata disk create-md writes to
 
     @property
     def up(self) -> bool:
@@ -56,9 +64,9 @@ class DrbdFacts:
     @property
     def proven_new(self) -> bool:
         """Never held data on this node: no metadata on a blank disk, or metadata never promoted."""
-        if self.role == "Primary" or self.disk == "UpToDate":
+        if self.role == "Primary" or self.disk == "UpToDate" or not self.backing.blank:
             return False
-        return (self.metadata == "absent" and self.backing.blank) or self.metadata == "new"
+        return (self.metadata in ("absent", "unconfigured") and self.meta.blank) or self.metadata == "new"
 
 
 @dataclass(frozen=True)
@@ -87,9 +95,10 @@ class SiteFacts:
 
 
 # -- parsing: pure ---------------------------------------------------------------------------------
-def parse_blkid(returncode: int, stdout: str) -> Signature:
-    """`blkid -p -o export DEV`: exit 2 is blkid's own "nothing found"; anything else is not proof."""
-    if returncode == 2:
+def parse_blkid(returncode: int, stdout: str, stderr: str = "") -> Signature:
+    """`blkid -p -o export DEV`: exit 2 and a silent stderr is blkid's own "nothing found"; exit 2
+    with an error ("cannot open") and anything else is not proof."""
+    if returncode == 2 and not stderr.strip():
         return Signature("none")
     if returncode == 0:
         fields = dict(line.partition("=")[::2] for line in stdout.splitlines() if "=" in line)
@@ -97,10 +106,15 @@ def parse_blkid(returncode: int, stdout: str) -> Signature:
     return Signature("unknown")
 
 
-def parse_metadata(returncode: int, stdout: str, stderr: str) -> str:
-    """`drbdadm get-gi RES`: the current generation identifier says whether the disk ever had data."""
-    if NO_METADATA in stdout or NO_METADATA in stderr:
+def parse_metadata(returncode: int, stdout: str, stderr: str, dstate: tuple[int, str, str] = (0, "", "")) -> str:
+    """`drbdadm get-gi RES` and `drbdadm dstate RES` (returncode, stdout, stderr): dstate says when
+    there is no metadata; the current generation identifier says whether the disk ever had data."""
+    ds_rc, ds_out, ds_err = dstate
+    if ds_rc != 0 and NO_METADATA in ds_out + ds_err:
         return "absent"
+    said = stdout + stderr + ds_out + ds_err
+    if 127 in (returncode, ds_rc) or (returncode != 0 and any(text in said for text in NOT_CONFIGURED)):
+        return "unconfigured"
     if returncode != 0:
         return "unknown"
     match = _GI.match(stdout.strip())
@@ -159,18 +173,15 @@ def gather_node(site: Site, runner: Runner) -> NodeFacts:
 
     if not inv.lab.enabled:  # the lab has no DRBD, device-mapper or block devices of its own
         for volume, disk in ((inv.drbd.cloud, node.disks.cloud), (inv.drbd.vmdata, node.disks.vmdata)):
-            blk = read(["blkid", "-p", "-o", "export", disk])
             gi = read([tool, "get-gi", volume.resource])
+            ds = read([tool, "dstate", volume.resource])
             role = parse_pair(*_rc_out(read([tool, "role", volume.resource])))
-            dstate = parse_pair(*_rc_out(read([tool, "dstate", volume.resource])))
-            device = Signature("unknown")
-            if role[0] == "Primary":
-                dev = read(["blkid", "-p", "-o", "export", f"/dev/drbd{volume.minor}"])
-                device = parse_blkid(dev.returncode, dev.stdout)
+            dstate = parse_pair(ds.returncode, ds.stdout)
+            device = _blkid(read, f"/dev/drbd{volume.minor}") if role[0] == "Primary" else Signature("unknown")
             resources[volume.resource] = DrbdFacts(
-                metadata=parse_metadata(gi.returncode, gi.stdout, gi.stderr),
-                backing=parse_blkid(blk.returncode, blk.stdout), role=role[0], peer_role=role[1],
-                disk=dstate[0], peer_disk=dstate[1], device=device)
+                metadata=parse_metadata(gi.returncode, gi.stdout, gi.stderr, (ds.returncode, ds.stdout, ds.stderr)),
+                backing=_blkid(read, disk), role=role[0], peer_role=role[1], disk=dstate[0], peer_disk=dstate[1],
+                device=device, meta=_blkid(read, node.disks.metadata))
         pvs = read(["pvs", "--noheadings", "--separator", "|", "-o", "pv_name,vg_name"])
         lvm_facts = parse_pvs(pvs.returncode, pvs.stdout)
     else:
@@ -183,6 +194,11 @@ def gather_node(site: Site, runner: Runner) -> NodeFacts:
 
 def gather(site: Site, runners: Mapping[str, Runner]) -> SiteFacts:
     return SiteFacts({name: gather_node(site, runner) for name, runner in runners.items()})
+
+
+def _blkid(read, device: str) -> Signature:
+    result = read(["blkid", "-p", "-o", "export", device])
+    return parse_blkid(result.returncode, result.stdout, result.stderr)
 
 
 def _rc_out(result) -> tuple[int, str]:

@@ -50,13 +50,15 @@ def plan(site: Site, facts: SiteFacts | None = None) -> RolePlan:
                                requires=shell('! vgs "$1" >/dev/null 2>&1 && '
                                               '! pvs --noheadings -o vg_name "$2" 2>/dev/null | grep -q "[^ ]"',
                                               vg, device)))
-        create.append(Step(f"deactivate {vg}", ("vgchange", "--activate", "n", vg), once=True,
-                           why="the hypervisors use it over AoE; the frontend keeps it inactive"))
-    # The last first-install step that needs DRBD primary: give the resources this run promoted
-    # back to Pacemaker. A resource Pacemaker promoted is never demoted here.
+        if any(step.what.startswith("create volume group") for step in create) or \
+                (known and vg in lvm_facts.volume_groups):
+            create.append(Step(f"deactivate {vg}", ("vgchange", "--activate", "n", vg), once=True,
+                               why="the hypervisors use it over AoE; the frontend keeps it inactive"))
+    # The last first-install step that needs DRBD primary: give the resources a first install
+    # promoted back to Pacemaker. While a cluster runs, nothing is demoted here.
     create += [Step(f"hand {d.resource} to Pacemaker", tuple(drbd.secondary_cmd(inv.drbd.version, d.resource)),
-                    once=True, why="this install made it primary for the first install")
-               for d in (cloud, vmdata) if d.primary_here]
+                    once=True, why="a first install made it primary; no cluster manages it yet")
+               for d in (cloud, vmdata) if d.hand_back]
     if inv.lab.enabled:
         notes += ("lab: no device-mapper; lvmlocal.conf is written and validated, the steps not run",)
     return RolePlan(NAME, f"volume group {vg} on {device}; LVM sees only the DRBD device",

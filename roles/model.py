@@ -140,8 +140,10 @@ def restart_where_running(resource: str, what: str, after_change: tuple[str, ...
 
 
 def blank_device(device: str) -> tuple[str, ...]:
-    """Exit 0 only on blkid's own "nothing found" (2): an unreadable device proves nothing."""
-    return shell('blkid -p -o export "$1" >/dev/null 2>&1; [ $? -eq 2 ]', device)
+    """Exit 0 only on a block device where blkid finds nothing: exit 2 with a silent stderr (blkid
+    also exits 2 when it cannot open the device, and says so on stderr)."""
+    return shell('[ -b "$1" ] || exit 1; e=$(blkid -p -o export "$1" 2>&1 >/dev/null); r=$?; '
+                 '[ "$r" -eq 2 ] && [ -z "$e" ]', device)
 
 
 def all_packages_installed(packages: tuple[str, ...]) -> tuple[str, ...]:

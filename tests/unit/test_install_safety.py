@@ -21,7 +21,7 @@ RESOURCES = ("one-disk", "data-disk")
 BLANK, EXT4, PV, UNKNOWN = Signature("none"), Signature("found", "ext4"), Signature("found", "LVM2_member"), \
     Signature("unknown")
 
-FRESH = DrbdFacts("absent", BLANK)
+FRESH = DrbdFacts("absent", BLANK, meta=BLANK)
 RUNNING_PRIMARY = DrbdFacts("used", BLANK, "Primary", "Secondary", "UpToDate", "UpToDate", EXT4)
 RUNNING_SECONDARY = DrbdFacts("used", BLANK, "Secondary", "Primary", "UpToDate", "UpToDate")
 DOWN_WITH_DATA = DrbdFacts("used", BLANK)
@@ -30,11 +30,15 @@ VG_THERE = LvmFacts("read", {"/dev/drbd2": "one-data"}, ("one-data",))
 
 
 def facts(cc01: DrbdFacts, cc02: DrbdFacts, lvm: LvmFacts = NO_LVM, **per_resource) -> SiteFacts:
-    """Both resources in the same state unless given per resource (name -> (cc01, cc02))."""
+    """Both resources in the same state unless given per resource (name -> (cc01, cc02)). A pair
+    where either side is Primary or UpToDate runs its cluster (crm_node -l lists both)."""
+    running = any(f.role == "Primary" and f.disk == "UpToDate" == f.peer_disk for f in (cc01, cc02))
+
     def node(name: str, default: DrbdFacts) -> NodeFacts:
         states = {r: per_resource.get(r.replace("-", "_"), (cc01, cc02))[0 if name == CC01 else 1]
                   for r in RESOURCES}
-        return NodeFacts(name, states, lvm if name == CC01 else NO_LVM)
+        return NodeFacts(name, states, lvm if name == CC01 else NO_LVM,
+                         cluster_online=(CC01, CC02) if running else None)
     return SiteFacts({CC01: node(CC01, cc01), CC02: node(CC02, cc02)})
 
 
@@ -92,7 +96,7 @@ def test_a_replaced_node_with_blank_disks_gets_metadata_but_nobody_is_forced_pri
 
 
 def test_metadata_that_cannot_be_read_plans_nothing_destructive():
-    unreadable = DrbdFacts("unknown", BLANK)
+    unreadable = DrbdFacts("unknown", BLANK, meta=BLANK)
     assert destructive(facts(unreadable, FRESH)) == {create_md(CC02, "one-disk"), create_md(CC02, "data-disk")}
     assert primary("one-disk") not in destructive(facts(unreadable, FRESH))
 
@@ -105,7 +109,31 @@ def test_a_disk_without_drbd_metadata_that_holds_a_filesystem_is_never_touched()
 
 
 def test_a_disk_blkid_cannot_read_is_not_proven_blank():
-    assert destructive(facts(DrbdFacts("absent", UNKNOWN), DrbdFacts("absent", UNKNOWN))) == set()
+    assert destructive(facts(DrbdFacts("absent", UNKNOWN, meta=BLANK), DrbdFacts("absent", UNKNOWN, meta=BLANK))) \
+        == set()
+
+
+def test_a_metadata_disk_that_holds_anything_gets_no_metadata_written_over_it():
+    # e.g. [nodes.disks] metadata names the OS disk, or /dev/sdX names moved after a disk was added
+    os_disk = DrbdFacts("absent", BLANK, meta=Signature("found", "gpt"))
+    assert destructive(facts(os_disk, os_disk)) == set()
+    assert destructive(facts(DrbdFacts("absent", BLANK, meta=UNKNOWN), FRESH)) == {
+        create_md(CC02, "one-disk"), create_md(CC02, "data-disk")}
+
+
+def test_metadata_made_by_hand_over_a_disk_with_data_is_not_a_first_install():
+    # "new" metadata (never primary) over a peer disk that holds ext4: a forced primary elsewhere
+    # would sync over it.
+    by_hand = DrbdFacts("new", EXT4, meta=BLANK)
+    assert destructive(facts(FRESH, by_hand)) == {create_md(CC01, "one-disk"), create_md(CC01, "data-disk")}
+
+
+def test_before_drbd_utils_and_the_res_files_exist_blank_disks_get_create_md_settled_at_apply():
+    unconfigured = DrbdFacts("unconfigured", BLANK, meta=BLANK)
+    planned_steps = destructive(facts(unconfigured, unconfigured))
+    assert create_md(CC01, "one-disk") in planned_steps and primary("one-disk") in planned_steps
+    assert destructive(facts(DrbdFacts("unconfigured", EXT4, meta=BLANK), DrbdFacts("unconfigured", EXT4,
+                                                                                    meta=BLANK))) == set()
 
 
 def test_one_new_side_and_one_side_with_data_is_not_a_first_install():
@@ -139,8 +167,19 @@ def test_a_volume_group_that_exists_is_not_created_again():
     assert VGCREATE not in destructive(facts(promoted, RUNNING_SECONDARY, VG_THERE))
 
 
-def test_lvm_that_cannot_be_read_gets_no_pvcreate():
+def test_lvm_that_cannot_be_read_gets_no_pvcreate_and_no_deactivate():
     assert not {PVCREATE, VGCREATE} & destructive(facts(FRESH, FRESH, LvmFacts("unknown")))
+    assert not any("deactivate" in what for _, what in planned(facts(FRESH, FRESH, LvmFacts("unknown"))))
+
+
+def test_a_first_install_that_stopped_after_mkfs_still_hands_the_resources_back_before_the_cluster_runs():
+    promoted = DrbdFacts("used", BLANK, "Primary", "Secondary", "UpToDate", "Inconsistent", EXT4)
+    peer = DrbdFacts("used", BLANK, "Secondary", "Primary", "Inconsistent", "UpToDate")
+    hand_back = {w for w in planned(facts(promoted, peer, VG_THERE)) if w[1].startswith("hand ")}
+    assert hand_back == {(CC01, "hand one-disk to Pacemaker"), (CC01, "hand data-disk to Pacemaker")}
+    running = SiteFacts({n: NodeFacts(n, f.drbd, f.lvm, cluster_online=(CC01, CC02))
+                         for n, f in facts(promoted, peer, VG_THERE).nodes.items()})
+    assert {w for w in planned(running) if w[1].startswith("hand ")} == set()
 
 
 def test_a_pv_without_a_volume_group_gets_only_vgcreate():
@@ -157,7 +196,8 @@ def test_pacemaker_promoted_resources_are_never_demoted_by_install():
 
 # -- the same rules, for any facts -----------------------------------------------------------------
 signatures = st.sampled_from([BLANK, EXT4, PV, UNKNOWN])
-drbd_facts = st.builds(DrbdFacts, metadata=st.sampled_from(["absent", "new", "used", "unknown"]), backing=signatures,
+drbd_facts = st.builds(DrbdFacts, metadata=st.sampled_from(["absent", "unconfigured", "new", "used", "unknown"]),
+                       backing=signatures, meta=signatures,
                        role=st.sampled_from(["", "Primary", "Secondary"]),
                        peer_role=st.sampled_from(["", "Primary", "Secondary", "Unknown"]),
                        disk=st.sampled_from(["", "UpToDate", "Inconsistent", "Diskless", "Outdated"]),
@@ -174,16 +214,17 @@ def test_no_destructive_step_is_ever_planned_on_a_disk_that_holds_data(a1, b1, a
         resource = next((r for r in RESOURCES if r in what), None)
         if what.startswith("create metadata"):
             f = by_resource[resource][0 if node == CC01 else 1]
-            assert f.metadata == "absent" and f.backing.blank and not f.up
+            assert f.metadata in ("absent", "unconfigured") and f.backing.blank and f.meta.blank and not f.up
         elif what.startswith("start the initial sync"):
             pair = by_resource[resource]
-            assert all(f.metadata in ("absent", "new") for f in pair)
+            assert all(f.backing.blank and (f.metadata == "new" or (f.metadata in ("absent", "unconfigured")
+                                                                   and f.meta.blank)) for f in pair)
             assert not any(f.role == "Primary" or "UpToDate" in (f.disk, f.peer_disk) for f in pair)
         else:  # mkfs on the cloud device, pvcreate/vgcreate on the data device: the preferred node only
             assert node == CC01
             own = by_resource["one-disk" if "filesystem" in what else "data-disk"]
             here, peer = own
-            fresh = all(f.metadata in ("absent", "new") for f in own) and \
+            fresh = all(f.backing.blank and f.metadata in ("absent", "unconfigured", "new") for f in own) and \
                 not any(f.role == "Primary" or "UpToDate" in (f.disk, f.peer_disk) for f in own)
             resumed = here.role == "Primary" and here.device.blank and peer.role != "Primary"
             assert fresh or resumed
@@ -194,6 +235,7 @@ def test_no_destructive_step_is_ever_planned_on_a_disk_that_holds_data(a1, b1, a
 # -- parsing what the tools print ------------------------------------------------------------------
 def test_blkid_exit_2_is_the_only_proof_of_blank():
     assert parse_blkid(2, "").blank
+    assert not parse_blkid(2, "", "error: /dev/sdz: No such file or directory\n").blank  # could not open
     assert parse_blkid(0, "DEVNAME=/dev/sda5\nUUID=x\nTYPE=ext4\n") == Signature("found", "ext4")
     assert parse_blkid(0, "PTTYPE=gpt\n") == Signature("found", "gpt")
     for code in (1, 4, 8, 124, 255):
@@ -204,7 +246,14 @@ def test_generation_identifiers_tell_new_metadata_from_used():
     assert parse_metadata(0, "0000000000000004:0000000000000000:0000000000000000:0000000000000000:0:0:0:0:0:0:0:0\n",
                           "") == "new"
     assert parse_metadata(0, "B5C9A2F3D1E27A44:0000000000000000:9F0C7C2A1B3D5E00:0:1:1:1:0:0:0:0:0\n", "") == "used"
-    assert parse_metadata(255, "", "No valid meta data found\n") == "absent"
+    # get-gi prints nothing without metadata; drbdmeta's dstate says so
+    assert parse_metadata(255, "", "", (255, "", "No valid meta data found\n")) == "absent"
+    assert parse_metadata(255, "", "") == "unknown"
+    assert parse_metadata(127, "", "sh: 1: drbdadm: not found", (127, "", "")) == "unconfigured"
+    assert parse_metadata(10, "", "'one-disk' not defined in your config (for this host).\n",
+                          (10, "", "'one-disk' not defined in your config (for this host).\n")) == "unconfigured"
+    # a message alone, with dstate succeeding, proves nothing
+    assert parse_metadata(255, "", "", (0, "No valid meta data found\n", "")) == "unknown"
     assert parse_metadata(20, "", "Device is configured\n") == "unknown"
     assert parse_metadata(0, "garbage", "") == "unknown"
 

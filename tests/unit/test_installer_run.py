@@ -27,7 +27,8 @@ SITE = load_test_site()
 NAMES = [n.name for n in SITE.inventory.nodes]
 INV = SITE.inventory
 RESOURCES = {INV.drbd.cloud.resource: INV.drbd.cloud, INV.drbd.vmdata.resource: INV.drbd.vmdata}
-FRESH = SiteFacts({n: NodeFacts(n, {r: DrbdFacts("absent", Signature("none")) for r in RESOURCES}, LvmFacts("read"))
+FRESH = SiteFacts({n: NodeFacts(n, {r: DrbdFacts("absent", Signature("none"), meta=Signature("none"))
+                                    for r in RESOURCES}, LvmFacts("read"))
                    for n in NAMES})
 DESTRUCTIVE = ("create-md", "primary --force", "mkfs", "pvcreate", "vgcreate")
 
@@ -158,11 +159,14 @@ class Node:
         w, me = self.world, self.host
         peer = next(n for n in NAMES if n != me)
         state = w.metadata[(me, res)]
+        if state == "absent" and verb in ("get-gi", "dstate"):
+            # As drbdmeta answers for a resource that is down: get-gi says nothing, dstate says why.
+            return self._result(shown, 255, "", "No valid meta data found\n" if verb == "dstate" else "")
         if verb == "get-gi":
-            if state == "absent":
-                return self._result(shown, 255, "", "No valid meta data found\n")
             return self._result(shown, 0, ("0000000000000004" if state == "new" else "A1B2C3D4E5F60718") + ":0:0:0:1\n")
         role, peer_role = w.role[(me, res)], w.role[(peer, res)] or "Unknown"
+        if not role and verb == "dstate":
+            return self._result(shown, 0, ("UpToDate" if state == "used" else "Inconsistent") + "\n")
         if not role:
             return self._result(shown, 10, "Unconfigured\n")
         if verb == "role":
