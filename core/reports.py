@@ -114,6 +114,9 @@ CATALOGUE: dict[str, Entry] = {
     "HOST_KEY_CHANGED": (ExitCode.UNREACHABLE,
                          "the node's host key changed: verify it out of band, then fix known_hosts"),
     "COMMAND_FAILED": (ExitCode.STEP_FAILED, "read the command's output; the step named failed on the node named"),
+    "DRBD_DISK_CHANGED": (ExitCode.INVALID_INPUT, "put back the disks the resource uses (nothing was changed); to "
+                          "move it to a new disk follow docs/runbooks/install.md (\"Moving a DRBD resource to "
+                          "another disk\")"),
     "NOT_PROVEN_NEW": (ExitCode.STEP_FAILED, "a destructive step was refused because its disk no longer looks new: "
                        "read docs/runbooks/install.md (\"A destructive step was refused\"); never force it"),
     "CONFIG_INVALID": (ExitCode.INVALID_INPUT, "fix the manager config file; see docs/manager.md"),

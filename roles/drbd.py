@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from appliance.core.reports import Report, ReportError
 from appliance.ha import drbd
 from appliance.inventory.load import Site
 
@@ -57,6 +58,7 @@ def decide(site: Site, facts: SiteFacts | None) -> dict[str, FirstInstall]:
             decisions[res] = FirstInstall(res, tuple(names), tuple(names), True, hand_back=True)
             continue
         per_node = {n: facts.drbd(n, res) for n in names}
+        _refuse_moved_disks(site, volume, per_node)
         refusals = [f"{n}: no facts for {res}" for n, f in per_node.items() if f is None]
         if refusals:
             decisions[res] = FirstInstall(res, refusals=tuple(refusals))
@@ -96,6 +98,27 @@ def decide(site: Site, facts: SiteFacts | None) -> dict[str, FirstInstall]:
 
 BLANK = ('blank() { [ -b "$1" ] || return 1; e=$(blkid -p -o export "$1" 2>&1 >/dev/null); r=$?; '
          '[ "$r" -eq 2 ] && [ -z "$e" ]; }; ')
+
+
+def _refuse_moved_disks(site: Site, volume, per_node: dict) -> None:
+    """A resource that has metadata (or runs) must keep its disks: pointing it at another disk would
+    have DRBD attach that disk with the old disk's metadata and serve it as up to date."""
+    inv = site.inventory
+    reports = []
+    for name, f in per_node.items():
+        if f is None or f.configured is None or not (f.up or f.metadata in ("new", "used")):
+            continue
+        node = inv.node(name)
+        disk = node.disks.cloud if volume.resource == inv.drbd.cloud.resource else node.disks.vmdata
+        wanted = (disk, node.disks.metadata, str(volume.meta_index))
+        if f.configured != wanted:
+            reports.append(Report(
+                "DRBD_DISK_CHANGED", f"{name}: DRBD resource {volume.resource} holds data on backing disk "
+                f"{f.configured[0]}, metadata {f.configured[1]}[{f.configured[2]}]; the inventory now says "
+                f"{wanted[0]}, {wanted[1]}[{wanted[2]}]", host=name, value=volume.resource,
+                path=f"nodes.{name}.disks", payload={"configured": list(f.configured), "inventory": list(wanted)}))
+    if reports:
+        raise ReportError(reports)
 
 
 def metadata_absent(tool: str, resource: str, disk: str, meta_disk: str) -> tuple[str, ...]:

@@ -56,6 +56,9 @@ class DrbdFacts:
     peer_disk: str = ""
     device: Signature = Signature("unknown")  # the /dev/drbdN device, read only where Primary
     meta: Signature = Signature("unknown")  # the external metadata disk create-md writes to
+    # What the node's current .res says (drbdadm sh-ll-dev, sh-md-dev, sh-md-idx): the disks this
+    # resource's metadata belongs to. None when there is no such resource in its config yet.
+    configured: tuple[str, str, str] | None = None
 
     @property
     def up(self) -> bool:
@@ -132,6 +135,13 @@ def parse_pair(returncode: int, stdout: str) -> tuple[str, str]:
     return mine.strip(), peer.strip()
 
 
+def parse_configured(results) -> tuple[str, str, str] | None:
+    """sh-ll-dev, sh-md-dev, sh-md-idx of one resource: (backing, metadata disk, index) or None."""
+    if any(r.returncode != 0 or not r.stdout.strip() for r in results):
+        return None
+    return tuple(r.stdout.strip().splitlines()[0].strip() for r in results)  # type: ignore[return-value]
+
+
 def parse_pvs(returncode: int, stdout: str) -> LvmFacts:
     if returncode != 0:
         return LvmFacts("unknown")
@@ -178,10 +188,11 @@ def gather_node(site: Site, runner: Runner) -> NodeFacts:
             role = parse_pair(*_rc_out(read([tool, "role", volume.resource])))
             dstate = parse_pair(ds.returncode, ds.stdout)
             device = _blkid(read, f"/dev/drbd{volume.minor}") if role[0] == "Primary" else Signature("unknown")
+            shown = [read([tool, verb, volume.resource]) for verb in ("sh-ll-dev", "sh-md-dev", "sh-md-idx")]
             resources[volume.resource] = DrbdFacts(
                 metadata=parse_metadata(gi.returncode, gi.stdout, gi.stderr, (ds.returncode, ds.stdout, ds.stderr)),
                 backing=_blkid(read, disk), role=role[0], peer_role=role[1], disk=dstate[0], peer_disk=dstate[1],
-                device=device, meta=_blkid(read, node.disks.metadata))
+                device=device, meta=_blkid(read, node.disks.metadata), configured=parse_configured(shown))
         pvs = read(["pvs", "--noheadings", "--separator", "|", "-o", "pv_name,vg_name"])
         lvm_facts = parse_pvs(pvs.returncode, pvs.stdout)
     else:

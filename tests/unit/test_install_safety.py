@@ -272,3 +272,41 @@ def test_pvs_and_membership():
     assert parse_pvs(5, "").state == "unknown"
     assert parse_online(0, "1 cloud-cc01 member\n2 cloud-cc02 lost\n") == ("cloud-cc01",)
     assert parse_online(1, "") is None
+
+
+# -- an inventory edited under a pair that holds data ------------------------------------------------
+def test_a_resource_with_data_pointed_at_another_disk_is_refused_before_anything_is_touched():
+    import dataclasses
+
+    import pytest
+
+    from appliance.core.reports import ReportError
+
+    moved = dataclasses.replace(RUNNING_PRIMARY, configured=("/dev/sdb5", "/dev/sda3", "0"))
+    with pytest.raises(ReportError) as caught:
+        plan_site(SITE, facts(moved, RUNNING_SECONDARY, VG_THERE, one_disk=(moved, RUNNING_SECONDARY)))
+    [report] = caught.value.reports
+    assert (report.code, report.host, report.value) == ("DRBD_DISK_CHANGED", CC01, "one-disk")
+    assert report.payload == {"configured": ["/dev/sdb5", "/dev/sda3", "0"], "inventory": ["/dev/sda5", "/dev/sda3", "0"]}
+
+
+def test_a_moved_metadata_index_is_refused_even_with_the_resource_down():
+    import dataclasses
+
+    import pytest
+
+    from appliance.core.reports import ReportError
+
+    down = dataclasses.replace(DOWN_WITH_DATA, configured=("/dev/sda6", "/dev/sda3", "0"))  # data-disk is index 1
+    with pytest.raises(ReportError):
+        plan_site(SITE, facts(DOWN_WITH_DATA, DOWN_WITH_DATA, data_disk=(DOWN_WITH_DATA, down)))
+
+
+def test_the_same_disks_or_a_node_without_metadata_are_not_refused():
+    import dataclasses
+
+    same = dataclasses.replace(RUNNING_PRIMARY, configured=("/dev/sda5", "/dev/sda3", "0"))
+    assert planned(facts(same, RUNNING_SECONDARY, VG_THERE, one_disk=(same, RUNNING_SECONDARY),
+                         data_disk=(RUNNING_PRIMARY, RUNNING_SECONDARY))) == set()
+    leftover = dataclasses.replace(FRESH, configured=("/dev/sdb5", "/dev/sda3", "0"))  # an old .res, no metadata
+    assert create_md(CC01, "one-disk") in destructive(facts(leftover, FRESH))

@@ -125,6 +125,13 @@ class Node:
             res = self._resource_of_disk(argv[-1])
             kind = w.content.get(res) or w.backing.get((me, res))
             return self._result(shown, 0, f"TYPE={kind}\n") if kind else self._result(shown, 2)
+        if len(argv) == 3 and argv[1] in ("sh-ll-dev", "sh-md-dev", "sh-md-idx"):
+            if f"/etc/drbd.d/{argv[2]}.res" not in self.files:
+                return self._result(shown, 10, "", f"'{argv[2]}' not defined in your config (for this host).\n")
+            node, volume = INV.node(me), RESOURCES[argv[2]]
+            disk = node.disks.cloud if volume is INV.drbd.cloud else node.disks.vmdata
+            value = {"sh-ll-dev": disk, "sh-md-dev": node.disks.metadata, "sh-md-idx": str(volume.meta_index)}
+            return self._result(shown, 0, value[argv[1]] + "\n")
         if len(argv) == 3 and argv[1] in ("get-gi", "role", "dstate"):
             return self._drbd(argv[1], argv[2], shown)
         if tool == "pvs":
@@ -297,6 +304,27 @@ def test_a_reinstall_after_a_failover_touches_no_disk_and_demotes_nothing():
     assert destructive_calls(runners) == []
     assert not any("secondary" in c or " up " in c for r in runners.values() for c in r.calls)
     assert all(world.role[("cloud-cc02", r)] == "Primary" for r in RESOURCES)
+
+
+def test_an_inventory_that_moves_a_resource_with_data_to_another_disk_changes_nothing():
+    import dataclasses
+
+    world = World()
+    runners = nodes(world)
+    Installer(SITE, runners).run()
+    node = INV.nodes[0]
+    moved = dataclasses.replace(node, disks=dataclasses.replace(node.disks, cloud="/dev/sdb5")) \
+        if dataclasses.is_dataclass(node) else node.model_copy(update={"disks": node.disks.model_copy(
+            update={"cloud": "/dev/sdb5"})})
+    inventory = SITE.inventory.model_copy(update={"nodes": [moved, *INV.nodes[1:]]})
+    site = dataclasses.replace(SITE, inventory=inventory)
+    for runner in runners.values():
+        runner.calls.clear()
+        runner.puts.clear()
+    with pytest.raises(ReportError) as caught:
+        Installer(site, runners).run()
+    assert [r.code for r in caught.value.reports] == ["DRBD_DISK_CHANGED"]
+    assert all(not r.puts for r in runners.values()) and destructive_calls(runners) == []
 
 
 def test_a_destructive_step_whose_proof_no_longer_holds_is_refused_and_never_runs():
