@@ -28,7 +28,8 @@ FACT_TIMEOUT = 20.0  # seconds per read; a node that cannot answer in this is no
 # create-md wrote and no node has ever been primary on. Any other value: the disk has had data.
 JUST_CREATED = "0000000000000004"
 NO_METADATA = "No valid meta data found"
-NOT_CONFIGURED = ("not defined in your config",)  # no .res yet; a missing drbdadm exits 127
+# No .res for it yet ("no resources defined!" when there is none at all); a missing drbdadm exits 127.
+NOT_CONFIGURED = ("not defined in your config", "no resources defined")
 _GI = re.compile(r"^([0-9A-Fa-f]{16}):")
 
 
@@ -207,8 +208,13 @@ def gather(site: Site, runners: Mapping[str, Runner]) -> SiteFacts:
     return SiteFacts({name: gather_node(site, runner) for name, runner in runners.items()})
 
 
+# blkid exits 2 with nothing on stderr for a path that does not exist (seen on Debian 12's
+# util-linux 2.38): only a block device can be proven blank.
+BLKID = '[ -b "$1" ] || { echo "not a block device: $1" >&2; exit 99; }; exec blkid -p -o export "$1"'
+
+
 def _blkid(read, device: str) -> Signature:
-    result = read(["blkid", "-p", "-o", "export", device])
+    result = read(["sh", "-c", BLKID, "sh", device])
     return parse_blkid(result.returncode, result.stdout, result.stderr)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.roles.facts import (DrbdFacts, LvmFacts, NodeFacts, Signature, SiteFacts, parse_blkid,
+from appliance.roles.facts import (BLKID, DrbdFacts, LvmFacts, NodeFacts, Signature, SiteFacts, parse_blkid,
                                    parse_metadata, parse_online, parse_pair, parse_pvs)
 from appliance.roles.registry import plan_site
 from tests.conftest import load_test_site
@@ -256,6 +256,41 @@ def test_generation_identifiers_tell_new_metadata_from_used():
     assert parse_metadata(255, "", "", (0, "No valid meta data found\n", "")) == "unknown"
     assert parse_metadata(20, "", "Device is configured\n") == "unknown"
     assert parse_metadata(0, "garbage", "") == "unknown"
+
+
+# What DRBD 8.4.11 (Debian 12's kernel) with drbd-utils 9.22's 8.4 userland printed, booted under
+# QEMU with a resource on external metadata (/dev/vdc index 0): stderr carries the version warning.
+WARNING = ("DRBD module version: 8.4.11\n   userland version: 9.22.0\nmixing different major numbers will not "
+           "work!\n")
+
+
+def test_what_drbd_8_4_prints_on_a_real_kernel_reads_as_the_right_facts():
+    # no .res at all, then a .res but no metadata (get-gi says nothing, dstate says why)
+    assert parse_metadata(1, "", "no resources defined!\n", (1, "", "no resources defined!\n")) == "unconfigured"
+    assert parse_metadata(1, "", WARNING, (1, "", WARNING + "No valid meta data found\n")) == "absent"
+    # create-md, still down; then up; then the forced primary; then down again
+    just_created = "0000000000000004:0000000000000000:0000000000000000:0000000000000000:0:0:0:0:0:0:0\n"
+    assert parse_metadata(0, just_created, WARNING, (0, "Inconsistent\n", WARNING)) == "new"
+    assert parse_pair(0, "Secondary/Unknown\n") == ("Secondary", "Unknown")
+    assert parse_pair(0, "Inconsistent/DUnknown\n") == ("Inconsistent", "DUnknown")
+    assert parse_pair(10, "") == ("", "")  # "Device minor not allocated" on stderr
+    promoted = "AF67AAC1779F75B1:0000000000000004:0000000000000000:0000000000000000:1:1:1:0:0:0:0\n"
+    assert parse_metadata(0, promoted, WARNING, (0, "UpToDate/DUnknown\n", WARNING)) == "used"
+    assert parse_metadata(0, promoted, WARNING, (0, "Consistent\n", WARNING)) == "used"
+    # blkid on a Secondary's /dev/drbd0 exits 2 and says why: not blank
+    assert not parse_blkid(2, "", "blkid: error: /dev/drbd0: Wrong medium type\n").blank
+
+
+def test_a_path_that_is_not_a_block_device_is_never_blank(tmp_path):
+    # blkid itself exits 2 with a silent stderr for a path that does not exist
+    import subprocess
+
+    missing = subprocess.run(["sh", "-c", BLKID, "sh", str(tmp_path / "no-such-disk")], capture_output=True, text=True)
+    assert missing.returncode == 99 and not parse_blkid(missing.returncode, missing.stdout, missing.stderr).blank
+    plain_file = tmp_path / "file"
+    plain_file.write_bytes(b"\0" * 4096)
+    result = subprocess.run(["sh", "-c", BLKID, "sh", str(plain_file)], capture_output=True, text=True)
+    assert not parse_blkid(result.returncode, result.stdout, result.stderr).blank
 
 
 def test_role_and_disk_state_by_name():

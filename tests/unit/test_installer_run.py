@@ -17,7 +17,7 @@ from appliance.core.runner import CommandFailed, Result, display
 from appliance.ha.cib_push import configuration_of
 from appliance.install import Installer
 from appliance.roles.cluster import seed_cib
-from appliance.roles.facts import DrbdFacts, LvmFacts, NodeFacts, Signature, SiteFacts
+from appliance.roles.facts import BLKID, DrbdFacts, LvmFacts, NodeFacts, Signature, SiteFacts
 from appliance.roles.model import Step
 from appliance.roles.registry import plan_site
 from appliance.runner.recording import Expected, RecordingRunner
@@ -121,7 +121,7 @@ class Node:
             self.done.add(shown)
             return self._result(shown)
         tool = argv[0]
-        if tool == "blkid":
+        if tool == "sh" and argv[2] == BLKID:
             res = self._resource_of_disk(argv[-1])
             kind = w.content.get(res) or w.backing.get((me, res))
             return self._result(shown, 0, f"TYPE={kind}\n") if kind else self._result(shown, 2)
