@@ -1,7 +1,9 @@
 """One function per user action. The CLI parses flags, calls one of these, and renders the result."""
 from __future__ import annotations
 
+import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,10 +147,11 @@ def install(inventory: Path, secrets: Path | None, *, check: bool, diff: bool = 
     site = load_site(inventory, secrets, require_secrets=True)
     if not check:
         require_wheelhouse(site)
-    runners = connect(site, trust_new_host_keys)
-    progress(f"connected to {', '.join(runners)}; {'checking' if check else 'applying'}")
-    installer = Installer(site, runners, check=check, diff=diff, progress=progress, vet=_vet(site))
-    result = installer.run()
+    with install_lock(inventory, exclusive=not check):
+        runners = connect(site, trust_new_host_keys)
+        progress(f"connected to {', '.join(runners)}; {'checking' if check else 'applying'}")
+        installer = Installer(site, runners, check=check, diff=diff, progress=progress, vet=_vet(site))
+        result = installer.run()
     document = {"ok": True, "check": check,
                 "changed": [{k: v for k, v in vars(c).items() if v or k != "diff"} for c in result.changed],
                 "unchanged": sum(1 for c in result.changes if c.status == "ok"), "notes": result.notes}
@@ -158,6 +161,33 @@ def install(inventory: Path, secrets: Path | None, *, check: bool, diff: bool = 
         document["verify"] = health.checks
         document["ok"] = health.ok
     return document
+
+
+@contextmanager
+def install_lock(inventory: Path, *, exclusive: bool):
+    """One install per inventory at a time. Two at once raced each other's Pacemaker restarts and
+    left the proxy stopped. The kernel drops the lock when the process dies (kill -9 included), so a
+    crashed install never blocks the next. --check takes it shared: it may run beside another check."""
+    import fcntl
+
+    import hashlib
+
+    path = inventory.resolve().parent / f".{inventory.name}.install-lock"
+    try:
+        handle = open(path, "a+")
+    except OSError:  # a read-only inventory directory: a per-user lock keyed by the inventory's path
+        digest = hashlib.sha256(str(inventory.resolve()).encode()).hexdigest()[:16]
+        path = Path(tempfile.gettempdir()) / f"appliance-install-{os.getuid()}-{digest}.lock"
+        handle = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ReportError([Report("INSTALL_RUNNING", f"another `appliance install` of {inventory} is running "
+                                      f"(it holds {path})", value=str(inventory))]) from None
+        yield
+    finally:
+        handle.close()
 
 
 def _vet(site: Site):

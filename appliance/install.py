@@ -27,6 +27,7 @@ from appliance.roles.facts import SiteFacts, gather
 from appliance.roles.model import CLUSTER, FileSpec, RolePlan, Step
 from appliance.roles.registry import plan_site
 
+PENDING_DIR = "/var/lib/appliance/pending"  # handlers owed by a run that died before running them
 BLOCK_BEGIN = "# BEGIN appliance managed block"
 BLOCK_END = "# END appliance managed block"
 
@@ -109,8 +110,13 @@ class Installer:
                         self._cib(plan)
                         continue
                     changed_paths = changed.setdefault(node_plan.node, set())
+                    runner = self.runners[node_plan.node]
+                    handlers = [s for s in node_plan.steps if s.after_change]
                     for spec in node_plan.files:
-                        if self._file(plan.role, node_plan.node, self.runners[node_plan.node], spec):
+                        owed = [h for h in handlers if spec.path in h.after_change]
+                        if self._file(plan.role, node_plan.node, runner, spec,
+                                      before_write=lambda owed=owed, runner=runner, role=plan.role:
+                                      self._owe(runner, role, owed)):
                             changed_paths.add(spec.path)
                 except CommandFailed as exc:
                     self._fail(plan.role, node_plan.node, exc.result.argv, str(exc))
@@ -134,7 +140,25 @@ class Installer:
                                   value=what, payload={"role": role, "applied_before": applied})])
 
     # -- files -------------------------------------------------------------------------------------
-    def _file(self, role: str, node: str, runner: Runner, spec: FileSpec) -> bool:
+    # -- handlers owed across runs ------------------------------------------------------------------
+    # A handler (restart the proxy after its config changed) runs when its file changed in this run.
+    # A run killed between writing the file and the handler would leave the daemon on the old
+    # config for good: the next run finds the file as wanted. So before the file is written, the
+    # node gets a marker for each handler it owes; the handler runs while its marker is there and
+    # removes it when done.
+    @staticmethod
+    def _marker(role: str, step: Step) -> str:
+        return f"{PENDING_DIR}/{role}-{hashlib.sha256(step.what.encode()).hexdigest()[:16]}"
+
+    def _owe(self, runner: Runner, role: str, handlers: list[Step]) -> None:
+        if not handlers:
+            return
+        runner.run(["install", "-d", "-m", "0700", PENDING_DIR])
+        for step in handlers:
+            runner.put(self._marker(role, step), f"{step.what}\n".encode(), 0o600)
+
+    def _file(self, role: str, node: str, runner: Runner, spec: FileSpec,
+              before_write: Callable[[], None] = lambda: None) -> bool:
         desired = spec.content
         if spec.by_digest:
             # A wheel is megabytes: reading it back on every run would dominate a second install.
@@ -158,6 +182,7 @@ class Installer:
         if self.check:
             self._record(role, node, f"file {spec.path}", "would-change", why, shown)
             return True
+        before_write()
         directory = spec.path.rsplit("/", 1)[0] or "/"
         runner.run(["install", "-d", "-m", "0755", directory])
         runner.put(spec.path, desired, spec.mode)
@@ -171,11 +196,15 @@ class Installer:
     def _step(self, role: str, node: str, runner: Runner, step: Step, changed_paths: set[str]) -> None:
         if not step.argv:
             return
-        if step.after_change and not changed_paths & set(step.after_change):
+        marker = self._marker(role, step) if step.after_change else ""
+        owed = bool(marker) and runner.read(marker) is not None
+        if step.after_change and not changed_paths & set(step.after_change) and not owed:
             self._record(role, node, step.what, "ok")
             return
         if step.unless and runner.run(list(step.unless), check=False, timeout=180).ok:
             self._record(role, node, step.what, "ok")
+            if owed and not self.check:
+                runner.run(["rm", "-f", marker])
             return
         if self.check:
             # Read-only: a first install's earlier steps have not run, so the proof cannot be re-read yet.
@@ -190,6 +219,8 @@ class Installer:
                                       value=step.what, payload={"role": role, "check": Step(
                                           "", tuple(step.requires)).command})])
         runner.run(list(step.argv), stdin=step.stdin, timeout=600)
+        if owed:
+            runner.run(["rm", "-f", marker])
         self._record(role, node, step.what, "changed", step.command)
 
     # -- the CIB, once per cluster -----------------------------------------------------------------

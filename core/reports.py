@@ -117,6 +117,8 @@ CATALOGUE: dict[str, Entry] = {
     "DRBD_DISK_CHANGED": (ExitCode.INVALID_INPUT, "put back the disks the resource uses (nothing was changed); to "
                           "move it to a new disk follow docs/runbooks/install.md (\"Moving a DRBD resource to "
                           "another disk\")"),
+    "INSTALL_RUNNING": (ExitCode.STEP_FAILED, "wait for the other install to end (its progress is on its "
+                        "terminal), then run this one again; nothing was changed"),
     "NOT_PROVEN_NEW": (ExitCode.STEP_FAILED, "a destructive step was refused because its disk no longer looks new: "
                        "read docs/runbooks/install.md (\"A destructive step was refused\"); never force it"),
     "CONFIG_INVALID": (ExitCode.INVALID_INPUT, "fix the manager config file; see docs/manager.md"),

@@ -134,8 +134,13 @@ def restart_where_running(resource: str, what: str, after_change: tuple[str, ...
     """When one of `after_change` changed and `resource` runs on this node, have Pacemaker restart
     it (and what depends on it): its daemon reads the changed files only at start. Where it does not
     run, its next start reads them; before the CIB exists, nothing runs and nothing is restarted."""
-    return Step(what, ("crm_resource", "--restart", "--resource", resource, "--timeout", RESTART_TIMEOUT),
-                unless=shell(f"! {{ {RUNNING_HERE}; }}", resource), after_change=after_change,
+    # crm_resource --restart stops by setting target-role=Stopped and starts by removing it: when it
+    # fails or times out in between, the resource would stay stopped for good (and look like the
+    # operator's choice). Remove what it left on any failure, then fail.
+    restart = shell('crm_resource --restart --resource "$1" --timeout "$2" && exit 0; rc=$?; '
+                    'crm_resource --resource "$1" --meta --delete-parameter target-role >/dev/null 2>&1; exit $rc',
+                    resource, RESTART_TIMEOUT)
+    return Step(what, restart, unless=shell(f"! {{ {RUNNING_HERE}; }}", resource), after_change=after_change,
                 why="the daemon reads its configuration at start")
 
 

@@ -111,6 +111,8 @@ class Node:
 
     def _answer(self, argv: list, shown: str) -> Result:
         w, me = self.world, self.host
+        if "crm_resource --locate" in shown:  # "! running here": the group runs on the preferred node
+            return self._result(shown, 1 if me == NAMES[0] else 0)
         if (me, shown) in UNLESS:
             step = UNLESS[(me, shown)]
             return self._result(shown, 0 if display(step.argv) in self.done else 1)
@@ -157,6 +159,9 @@ class Node:
             return self._result(shown, 0 if same else 1, "" if same else "<diff/>")
         if tool == "cibadmin" and argv[1] == "--patch":
             w.cib = self.files["/run/appliance/cib-new.xml"].decode()
+            return self._result(shown)
+        if tool == "rm":
+            self.files.pop(argv[-1], None)
             return self._result(shown)
         if tool in ("crm_verify", "install"):
             return self._result(shown)
@@ -327,6 +332,41 @@ def test_an_inventory_that_moves_a_resource_with_data_to_another_disk_changes_no
     assert all(not r.puts for r in runners.values()) and destructive_calls(runners) == []
 
 
+def test_a_run_killed_between_a_config_write_and_its_restart_leaves_the_restart_owed_to_the_next_run():
+    import dataclasses
+
+    world = World()
+    runners = nodes(world)
+    Installer(SITE, runners).run()
+    for runner in runners.values():
+        runner.calls.clear()
+    proxy = SITE.inventory.proxy.model_copy(update={"hsts_max_age": 600})
+    changed_site = dataclasses.replace(SITE, inventory=SITE.inventory.model_copy(update={"proxy": proxy}))
+
+    class Killed(BaseException):
+        pass
+
+    class Dies(Installer):
+        def _step(self, role, node, runner, step, changed_paths):
+            if step.what.startswith("restart the proxy"):
+                raise Killed  # kill -9 right after the new lighttpd.conf was written
+            super()._step(role, node, runner, step, changed_paths)
+
+    with pytest.raises(Killed):
+        Dies(changed_site, runners).run()
+    restart = [c for c in runners[NAMES[0]].calls if "crm_resource --restart" in c and "p_proxy" in c]
+    assert restart == []
+    for runner in runners.values():
+        runner.calls.clear()
+    again = Installer(changed_site, runners).run()
+    assert [c.what for c in again.changed if c.node == NAMES[0]] == \
+        [next(c.what for c in again.changed if c.what.startswith("restart the proxy"))]
+    assert any("crm_resource --restart" in c and "p_proxy" in c for c in runners[NAMES[0]].calls)
+    for runner in runners.values():
+        runner.calls.clear()
+    assert Installer(changed_site, runners).run().changed == []  # owed once, paid once
+
+
 def test_a_destructive_step_whose_proof_no_longer_holds_is_refused_and_never_runs():
     step = Step("make the ext4 filesystem on /dev/drbd1", ("mkfs.ext4", "/dev/drbd1"), destructive=True,
                 requires=("sh", "-c", "blkid-proof"))
@@ -341,3 +381,36 @@ def test_a_destructive_step_whose_proof_no_longer_holds_is_refused_and_never_run
 def test_a_destructive_step_without_a_proof_cannot_be_built():
     with pytest.raises(ValueError):
         Step("wipe", ("wipefs", "-a", "/dev/sdb"), destructive=True)
+
+
+def test_a_second_install_of_the_same_inventory_is_refused_while_one_runs_and_not_after_it_dies(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from appliance.actions import install_lock
+
+    inventory = tmp_path / "site.toml"
+    inventory.write_text("")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from appliance.actions import install_lock\n"
+        f"with install_lock(Path({str(inventory)!r}), exclusive=True):\n"
+        "    print('held', flush=True); time.sleep(600)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ReportError) as caught:
+            with install_lock(inventory, exclusive=True):
+                pass
+        assert caught.value.reports[0].code == "INSTALL_RUNNING"
+        with pytest.raises(ReportError):  # a --check waits for no one, but never beside a real install
+            with install_lock(inventory, exclusive=False):
+                pass
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)  # kill -9: the kernel drops the lock
+        holder.wait()
+    with install_lock(inventory, exclusive=True):
+        with install_lock(inventory.with_name("other.toml"), exclusive=True):  # another site is not blocked
+            pass
+    with install_lock(inventory, exclusive=False), install_lock(inventory, exclusive=False):
+        pass  # two --check runs side by side
