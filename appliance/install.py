@@ -24,7 +24,7 @@ from appliance.inventory.load import Site
 from appliance.inventory.secrets import Redactor
 from appliance.plan import cib_diff, file_diff
 from appliance.roles.facts import SiteFacts, gather
-from appliance.roles.model import CLUSTER, FileSpec, RolePlan, Step
+from appliance.roles.model import CLUSTER, DEFERRED, FileSpec, RolePlan, Step
 from appliance.roles.registry import plan_site
 
 PENDING_DIR = "/var/lib/appliance/pending"  # handlers owed by a run that died before running them
@@ -37,7 +37,7 @@ class Change:
     role: str
     node: str
     what: str
-    status: str  # changed | ok | would-change | failed | refused
+    status: str  # changed | ok | would-change | failed | refused | deferred (a handler owed to a later run)
     detail: str = ""
     diff: str = ""  # with --diff: what changed (secrets redacted)
 
@@ -50,7 +50,7 @@ class InstallResult:
 
     @property
     def changed(self) -> list[Change]:
-        return [c for c in self.changes if c.status in ("changed", "would-change", "refused")]
+        return [c for c in self.changes if c.status in ("changed", "would-change", "refused", "deferred")]
 
 
 def with_block(current: str, block: str) -> str:
@@ -218,7 +218,13 @@ class Installer:
                                       "its target holds no data failed just before it would run", host=node,
                                       value=step.what, payload={"role": role, "check": Step(
                                           "", tuple(step.requires)).command})])
-        runner.run(list(step.argv), stdin=step.stdin, timeout=600)
+        done = runner.run(list(step.argv), stdin=step.stdin, timeout=600, check=not step.after_change)
+        if step.after_change and done.returncode == DEFERRED:
+            # The marker was written before the file: the handler stays owed to the next run.
+            self._record(role, node, step.what, "deferred", (done.stderr or done.stdout).strip()[-200:])
+            return
+        if not done.ok:
+            raise CommandFailed(done)
         if owed:
             runner.run(["rm", "-f", marker])
         self._record(role, node, step.what, "changed", step.command)

@@ -127,7 +127,8 @@ def wait_until(check: str, seconds: int = 60) -> tuple[str, ...]:
 
 # crm_resource --locate prints "resource X is running on: NODE"; crm_node -n is this node's name.
 RUNNING_HERE = 'crm_resource --locate --resource "$1" 2>/dev/null | grep -q "running on: $(crm_node -n)$"'
-RESTART_TIMEOUT = "120s"  # crm_resource --restart waits for the stop and the start within this
+RESTART_TIMEOUT = "120s"
+DEFERRED = 75  # a handler's exit status for "not now": EX_TEMPFAIL  # crm_resource --restart waits for the stop and the start within this
 
 
 def restart_where_running(resource: str, what: str, after_change: tuple[str, ...]) -> Step:
@@ -137,7 +138,11 @@ def restart_where_running(resource: str, what: str, after_change: tuple[str, ...
     # crm_resource --restart stops by setting target-role=Stopped and starts by removing it: when it
     # fails or times out in between, the resource would stay stopped for good (and look like the
     # operator's choice). Remove what it left on any failure, then fail.
-    restart = shell('crm_resource --restart --resource "$1" --timeout "$2" && exit 0; rc=$?; '
+    # In maintenance-mode Pacemaker restarts nothing and crm_resource still succeeds: say so
+    # (DEFERRED) and the installer keeps the restart owed to a run after the maintenance.
+    restart = shell('case $(crm_attribute --type crm_config --name maintenance-mode --query --quiet 2>/dev/null) in '
+                    f'true|on|yes|1) echo "cluster in maintenance-mode: restart deferred" >&2; exit {DEFERRED};; esac; '
+                    'crm_resource --restart --resource "$1" --timeout "$2" && exit 0; rc=$?; '
                     'crm_resource --resource "$1" --meta --delete-parameter target-role >/dev/null 2>&1; exit $rc',
                     resource, RESTART_TIMEOUT)
     return Step(what, restart, unless=shell(f"! {{ {RUNNING_HERE}; }}", resource), after_change=after_change,

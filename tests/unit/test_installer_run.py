@@ -367,6 +367,32 @@ def test_a_run_killed_between_a_config_write_and_its_restart_leaves_the_restart_
     assert Installer(changed_site, runners).run().changed == []  # owed once, paid once
 
 
+def test_a_restart_in_maintenance_mode_is_deferred_and_owed_until_the_maintenance_ends():
+    import dataclasses
+
+    world = World()
+    runners = nodes(world)
+    Installer(SITE, runners).run()
+    proxy = SITE.inventory.proxy.model_copy(update={"hsts_max_age": 600})
+    changed_site = dataclasses.replace(SITE, inventory=SITE.inventory.model_copy(update={"proxy": proxy}))
+    preferred = runners[NAMES[0]]
+    answer = preferred._answer
+
+    def in_maintenance(argv, shown):
+        if "maintenance-mode" in shown and "crm_resource --restart" in shown:
+            return preferred._result(shown, 75, "", "cluster in maintenance-mode: restart deferred\n")
+        return answer(argv, shown)
+
+    preferred._answer = in_maintenance
+    during = Installer(changed_site, runners).run()
+    deferred = [c for c in during.changed if c.status == "deferred"]
+    assert [c.node for c in deferred] == [NAMES[0]] and deferred[0].what.startswith("restart the proxy")
+    preferred._answer = answer  # the operator ends the maintenance
+    after = Installer(changed_site, runners).run()
+    assert [(c.node, c.status) for c in after.changed] == [(NAMES[0], "changed")]
+    assert Installer(changed_site, runners).run().changed == []
+
+
 def test_a_destructive_step_whose_proof_no_longer_holds_is_refused_and_never_runs():
     step = Step("make the ext4 filesystem on /dev/drbd1", ("mkfs.ext4", "/dev/drbd1"), destructive=True,
                 requires=("sh", "-c", "blkid-proof"))
