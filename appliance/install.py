@@ -16,7 +16,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Callable
 
-from appliance.core.runner import CommandFailed, Runner, Secret
+from appliance.core.runner import CommandFailed, Runner, Secret, display
 from appliance.core.reports import Report, ReportError
 from appliance.ha import cib as cibmod
 from appliance.ha.cib_push import configuration_of, merge
@@ -216,8 +216,7 @@ class Installer:
             self._record(role, node, step.what, "refused", "its target is no longer proven new")
             raise ReportError([Report("NOT_PROVEN_NEW", f"{node}: refused to {step.what}: the check that proves "
                                       "its target holds no data failed just before it would run", host=node,
-                                      value=step.what, payload={"role": role, "check": Step(
-                                          "", tuple(step.requires)).command})])
+                                      value=step.what, payload={"role": role, "check": display(step.requires)})])
         done = runner.run(list(step.argv), stdin=step.stdin, timeout=600, check=not step.after_change)
         if step.after_change and done.returncode == DEFERRED:
             # The marker was written before the file: the handler stays owed to the next run.
