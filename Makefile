@@ -8,7 +8,7 @@ EXAMPLE := examples/two-node.toml
 DEMO_OUT := out/demo
 LAB := /tmp/appliance-lab-demo
 
-.PHONY: demo test deps venv clean wheelhouse
+.PHONY: demo test test-vm deps venv clean wheelhouse
 
 deps: .stamp-deb venv
 
@@ -44,7 +44,12 @@ demo: deps
 	$(BIN)/appliance lab down --dir $(LAB)
 
 test: deps
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --ignore=tests/vmlab
+
+# The VM lab tier: QEMU machines with Debian's own kernel (DRBD, LVM, AoE, kernel NFS for real).
+# Its own target: minutes of TCG boots and installs; .ci/run calls it after `make test`.
+test-vm: deps
+	$(BIN)/pytest -q tests/vmlab
 
 # What `appliance install` ships to production nodes ([manager] wheelhouse in the inventory): the
 # appliance's wheel and every dependency's, so the nodes install with no package index.

@@ -157,7 +157,7 @@ def install(inventory: Path, secrets: Path | None, *, check: bool, diff: bool = 
                 "unchanged": sum(1 for c in result.changes if c.status == "ok"), "notes": result.notes}
     if not check:
         progress("verifying")
-        health = verify(site, runners)
+        health = verify(site, runners, wait=90.0 * site.inventory.cluster.timeout_scale)
         document["verify"] = health.checks
         document["ok"] = health.ok
     return document

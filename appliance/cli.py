@@ -204,31 +204,84 @@ def _lab_dir(directory: Optional[Path]) -> Path:
     return directory or DEFAULT_DIR
 
 
+def _lab_kind(directory: Path) -> str:
+    from appliance.lab.vm import KIND_FILE
+
+    kind = directory / KIND_FILE
+    return kind.read_text().strip() if kind.exists() else "netns"
+
+
 @lab_app.command("up")
 def lab_up(directory: Optional[Path] = LabDirOpt, token: int = typer.Option(3000, help="corosync token (ms)"),
+           kind: str = typer.Option("netns", help="netns: namespaces on this kernel (seconds); vm: QEMU machines "
+                                    "with Debian's kernel, so DRBD, LVM, AoE and kernel NFS run (minutes)"),
            as_json: bool = JsonOpt) -> None:
-    """Create the lab (idempotent): namespaces, bridges, sshd per node, lab.toml and its secrets."""
-    from appliance.lab import lab
+    """Create the lab (idempotent): the nodes, their network, sshd per node, lab.toml and its secrets."""
+    from appliance.lab import lab, vm
 
-    result = run_action(as_json, lambda: lab.up(_lab_dir(directory), token))
+    if kind not in ("netns", "vm"):
+        run_action(as_json, lambda: _refuse_flag("--kind", kind, "netns or vm"))
+    progress = (lambda m: None) if as_json else (lambda m: print(m, file=sys.stderr, flush=True))
+    lab_dir = _lab_dir(directory)
+    if kind == "vm":
+        result = run_action(as_json, lambda: vm.up(lab_dir, token, progress=progress))
+    else:
+        result = run_action(as_json, lambda: lab.up(lab_dir, token))
     _print_lab(result, as_json)
+
+
+def _refuse_flag(flag: str, value: str, expected: str):
+    from appliance.core.reports import Report, ReportError
+
+    raise ReportError([Report("FLAG_INVALID", f"{flag} {value!r}: expected {expected}", value=value)])
 
 
 @lab_app.command("down")
 def lab_down(directory: Optional[Path] = LabDirOpt, as_json: bool = JsonOpt) -> None:
-    """Stop every lab process and remove what `lab up` created, and nothing else."""
-    from appliance.lab import lab
+    """Stop every lab process (or machine) and remove what `lab up` created, and nothing else."""
+    from appliance.lab import lab, vm
 
-    removed = run_action(as_json, lambda: lab.down(_lab_dir(directory)))
+    lab_dir = _lab_dir(directory)
+    if _lab_kind(lab_dir) == "vm":
+        removed = run_action(as_json, lambda: vm.down(lab_dir))
+    else:
+        removed = run_action(as_json, lambda: lab.down(lab_dir))
     print(json.dumps({"removed": removed}, indent=2) if as_json else "\n".join(["removed:"] + removed))
 
 
 @lab_app.command("status")
 def lab_status(directory: Optional[Path] = LabDirOpt, as_json: bool = JsonOpt) -> None:
     """What of the lab exists."""
-    from appliance.lab import lab
+    from appliance.lab import lab, vm
 
-    _print_lab(run_action(as_json, lambda: lab.status(_lab_dir(directory))), as_json)
+    lab_dir = _lab_dir(directory)
+    module = vm if _lab_kind(lab_dir) == "vm" else lab
+    _print_lab(run_action(as_json, lambda: module.status(lab_dir)), as_json)
+
+
+@lab_app.command("power")
+def lab_power(machine: str = typer.Argument(..., help="a VM lab machine, e.g. cloud-cc01"),
+              action: str = typer.Argument(..., help="on | off | status"),
+              directory: Optional[Path] = LabDirOpt, as_json: bool = JsonOpt) -> None:
+    """VM lab: the power switch by hand. off is a power cut (no shutdown); on boots the machine."""
+    from appliance.lab import vm
+
+    lab_dir = _lab_dir(directory)
+
+    def act() -> dict:
+        m = vm.machine(machine)
+        if action not in ("on", "off", "status"):
+            _refuse_flag("ACTION", action, "on, off or status")
+        if action == "on":
+            vm.power_on(lab_dir, m)
+        elif action == "off":
+            vm.power_off(lab_dir, m)
+        return {"machine": m.name, "power": "on" if vm.qemu_pid(lab_dir / m.name) else "off"}
+
+    result = run_action(as_json, act)
+    print(json.dumps(result) if as_json else f"{result['machine']}: {result['power']}")
+    if action == "status" and result["power"] == "off":
+        raise typer.Exit(2)  # fence-agents' convention: 2 is off
 
 
 def _print_lab(result: dict, as_json: bool) -> None:
@@ -236,9 +289,15 @@ def _print_lab(result: dict, as_json: bool) -> None:
         print(json.dumps(result, indent=2))
         return
     print(f"lab {result['lab_dir']}: inventory {result['inventory']}")
-    for node in result["nodes"]:
+    for node in result.get("nodes", []):
         print(f"  {node['name']}: netns {'yes' if node['netns'] else 'no'}, LAN {node['lan_ip']}, "
               f"SAN {node['san_ip']}, anchor {node['anchor'] or '-'}, {node['processes']} processes")
+    for m in result.get("machines", []):
+        boot = result.get("seconds_until_ssh", {}).get(m["name"])
+        print(f"  {m['name']} ({m['role']}): power {m['power']}, LAN {m['lan_ip']}, SAN {m['san_ip']}, "
+              f"QEMU RSS {m['rss_mib']} MiB" + (f", sshd after {boot} s" if boot is not None else ""))
+    if "power_switch" in result:
+        print(f"  power switch on 10.251.0.254:1623: {'running' if result['power_switch'] else 'stopped'}")
 
 
 @app.command()

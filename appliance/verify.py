@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import ssl
 import tempfile
 import time
@@ -197,6 +198,58 @@ def replication(runner: Runner) -> dict:
             "error": fields.get("Last_Error") or fields.get("Last_IO_Error") or ""}
 
 
+_PROC_DRBD = re.compile(r"^\s*(\d+): cs:(\S+) ro:(\S+)/(\S+) ds:(\S+)/(\S+)")
+_OOS = re.compile(r"\boos:(\d+)")
+
+
+def parse_proc_drbd(text: str) -> dict[int, dict]:
+    """DRBD 8.4's /proc/drbd: per minor the connection state, roles, disk states and KiB out of sync."""
+    found: dict[int, dict] = {}
+    current = None
+    for line in text.splitlines():
+        match = _PROC_DRBD.match(line)
+        if match:
+            minor, cs, role, peer_role, disk, peer_disk = match.groups()
+            current = found[int(minor)] = {"connection": cs, "role": role, "peer_role": peer_role, "disk": disk,
+                                           "peer_disk": peer_disk, "out_of_sync_kib": None}
+            continue
+        oos = _OOS.search(line)
+        if oos and current is not None:
+            current["out_of_sync_kib"] = int(oos.group(1))
+    return found
+
+
+def drbd_state(runner: Runner) -> dict[int, dict]:
+    """What this node's kernel says of every DRBD minor; {} where no DRBD module is loaded."""
+    result = runner.run(["cat", "/proc/drbd"], check=False)
+    return parse_proc_drbd(result.stdout) if result.ok else {}
+
+
+def drbd_verdict(minor: int, states: dict[str, dict]) -> tuple[bool, str]:
+    """One DRBD resource seen from both nodes: healthy is Connected UpToDate/UpToDate, nothing out of sync.
+
+    Split-brain: DRBD drops the connection and leaves at least one side StandAlone (it will not
+    reconnect by itself), each side with data the other may lack. No after-sb policy here discards
+    data on its own, so status says so and names the runbook; `drbdadm disconnect` by hand looks the
+    same, and the runbook tells the two apart."""
+    seen = {node: state.get(minor) for node, state in states.items()}
+    missing = sorted(node for node, state in seen.items() if state is None)
+    if missing:
+        return False, f"minor {minor} is not configured on {', '.join(missing)}"
+    words = "; ".join(f"{node} {s['connection']} {s['role']}/{s['peer_role']} {s['disk']}/{s['peer_disk']}"
+                      f" oos {s['out_of_sync_kib']} KiB" for node, s in sorted(seen.items()))
+    standalone = [node for node, s in seen.items() if s["connection"] == "StandAlone"]
+    if standalone:
+        return False, f"SPLIT-BRAIN suspected, {' and '.join(sorted(standalone))} StandAlone ({words}): " \
+                      "follow docs/runbooks/split-brain.md"
+    ok = all(s["connection"] == "Connected" and s["disk"] == "UpToDate" and s["peer_disk"] == "UpToDate"
+             and not s["out_of_sync_kib"] for s in seen.values())
+    primaries = sum(1 for s in seen.values() if s["role"] == "Primary")
+    if primaries > 1:
+        return False, f"two Primaries ({words}): follow docs/runbooks/split-brain.md"
+    return ok, words
+
+
 def api_over_tls(site: Site, timeout: float = 5.0) -> tuple[bool, str]:
     """GET /api/v1/health through the proxy on the LAN floating address, verifying the site certificate."""
     inv = site.inventory
@@ -259,6 +312,11 @@ def verify(site: Site, runners: dict[str, Runner], wait: float = 90.0) -> Health
             repl = replication(runners[name])
             health.add(f"replication into {name}", repl["io"] == "Yes" and repl["sql"] == "Yes",
                        f"from {repl['source']}, lag {repl['lag']} s {repl['error']}")
+        if not inv.lab.enabled:  # the namespace lab has no DRBD module
+            states = {name: drbd_state(runners[name]) for name in names}
+            for volume in (inv.drbd.cloud, inv.drbd.vmdata):
+                ok, detail = drbd_verdict(volume.minor, states)
+                health.add(f"DRBD {volume.resource} in sync", ok, detail)
         ok, detail = api_over_tls(site)
         health.add("API answers through TLS on the LAN floating address", ok, detail)
         if inv.lab.enabled:  # the installer sits on the lab's SAN, among the export's clients

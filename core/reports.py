@@ -132,6 +132,14 @@ CATALOGUE: dict[str, Entry] = {
                                                   "CLI's version"),
     "FLAG_INVALID": (ExitCode.USAGE, "fix the flag's value as the message says (`appliance COMMAND --help`)"),
     "LAB_NOT_ROOT": (ExitCode.NOT_AVAILABLE, "run the lab as root: it creates namespaces, links and mounts"),
+    "LAB_TOOL_MISSING": (ExitCode.NOT_AVAILABLE, "`make deps` installs the lab's tools (tools/install-deps.sh)"),
+    "LAB_IMAGE_FAILED": (ExitCode.STEP_FAILED, "read the build log the message names; `appliance lab up --kind vm` "
+                                               "starts the build again"),
+    "LAB_START_FAILED": (ExitCode.STEP_FAILED, "read the log the message names, then `appliance lab up` again"),
+    "LAB_STOP_FAILED": (ExitCode.STEP_FAILED, "the process survived SIGKILL: look at it with ps; `appliance lab "
+                                              "down` again"),
+    "LAB_BUSY": (ExitCode.NOT_AVAILABLE, "one lab at a time: `appliance lab down` the other one first"),
+    "LAB_UNKNOWN_MACHINE": (ExitCode.INVALID_INPUT, "name a machine `appliance lab status` lists"),
     "PAIR_DEGRADED": (ExitCode.UNREACHABLE, "run `appliance status`; docs/runbooks/failover.md says what to do"),
     "WAIT_TIMEOUT": (ExitCode.STEP_FAILED, "the VMs did not reach the state in time; `appliance vm show` says why"),
     # the manager's API (core/api.py answers each with its HTTP status; the CLI shows the fix)

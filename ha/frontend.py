@@ -14,7 +14,7 @@ Seed (002) -> here:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .cib import Cib, Clone, Colocation, Group, Location, Op, Order, Primitive, pairs
 
@@ -66,6 +66,7 @@ class FrontendSpec:
     # The lab's NFSv4 export: nfs-ganesha from userspace, bound to the SAN floating address.
     userspace_nfs_config: str | None = None
     userspace_nfs_pidfiles: tuple[str, str] = ("", "")  # (the agent's, ganesha's own)
+    timeout_scale: int = 1  # [cluster] timeout_scale: every operation timeout times this
 
 
 GROUP = "g_frontend"
@@ -193,8 +194,23 @@ def frontend_cib(s: FrontendSpec) -> Cib:
     return Cib(
         properties=pairs(properties),
         nodes=s.nodes,
-        resources=tuple(resources),
+        resources=tuple(scaled(r, s.timeout_scale) for r in resources),
         constraints=tuple(constraints),
         rsc_defaults=pairs({"resource-stickiness": s.stickiness, "migration-threshold": 3}),
-        op_defaults=pairs({"timeout": "60s"}),
+        op_defaults=pairs({"timeout": f"{60 * s.timeout_scale}s"}),
     )
+
+
+def scaled(resource, factor: int):
+    """The resource with every operation timeout multiplied by `factor` (timeouts are "Ns")."""
+    if factor == 1:
+        return resource
+    if isinstance(resource, Primitive):
+        ops = tuple(replace(op, timeout=f"{int(op.timeout[:-1]) * factor}s") if op.timeout else op
+                    for op in resource.ops)
+        return replace(resource, ops=ops)
+    if isinstance(resource, Group):
+        return replace(resource, members=tuple(scaled(m, factor) for m in resource.members))
+    if isinstance(resource, Clone):
+        return replace(resource, child=scaled(resource.child, factor))
+    raise TypeError(resource)

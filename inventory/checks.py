@@ -9,7 +9,8 @@ from typing import Iterable
 
 from ..core.reports import Report, Severity
 from .schema import Inventory
-from .types import FENCE_AGENT_PARAMETERS, FENCE_COMMON_PARAMETERS, LAB_FENCE_AGENT, PACEMAKER_FENCE_PARAMETERS
+from .types import (FENCE_AGENT_PARAMETERS, FENCE_COMMON_PARAMETERS, LAB_FENCE_AGENT, LAB_VM_FENCE_AGENT,
+                    PACEMAKER_FENCE_PARAMETERS)
 
 # Where the appliance puts its own things on a node: roles/layout.py. The inventory sits below the roles and
 # cannot import them; tests/unit/test_inventory.py asserts both lists agree, so neither can drift.
@@ -59,9 +60,17 @@ _FENCE_SET_KEYS = ("pcmk_host_list", "pcmk_host_map")
 def check_inventory(inv: Inventory) -> list[Report]:
     reports: list[Report] = []
     for check in (_nodes, _addresses, _interfaces, _drbd, _disks, _database, _fencing, _tls, _nfs, _hosts,
-                  _corosync, _heartbeat, _paths, _ports, _lvm):
+                  _corosync, _heartbeat, _paths, _ports, _lvm, _lab):
         reports.extend(check(inv))
     return reports
+
+
+def _lab(inv: Inventory) -> list[Report]:
+    if inv.lab.enabled and inv.lab.vm:
+        return [Report("INVENTORY_INVALID_CHOICE", "[lab] enabled (the namespace lab, which skips DRBD and LVM) "
+                       "and vm (QEMU machines, which skip nothing) exclude each other", path="lab.vm", value=True,
+                       fix="keep the one `appliance lab up` wrote")]
+    return []
 
 
 def within(path: str, root: str) -> bool:
@@ -229,6 +238,10 @@ def _fencing(inv: Inventory) -> list[Report]:
                                   path=f"fencing.devices[{i}].params.{key}", value=key))
             elif key not in allowed:
                 out.append(_unknown_fence_parameter(i, d.agent, key, allowed))
+        if d.agent == LAB_VM_FENCE_AGENT and not inv.lab.vm:
+            out.append(Report("INVENTORY_INVALID_CHOICE", f"{d.agent} is the VM lab's power switch; it exists only "
+                              "on `appliance lab up --kind vm` machines", path=f"fencing.devices[{i}].agent",
+                              value=d.agent, fix="name the agent of the node's BMC or PDU (e.g. fence_ipmilan)"))
         if d.agent == LAB_FENCE_AGENT and not inv.lab.enabled:
             out.append(Report("INVENTORY_INVALID_CHOICE", f"{d.agent} is the lab's power switch; it exists only on "
                               "`appliance lab` nodes", path=f"fencing.devices[{i}].agent", value=d.agent,

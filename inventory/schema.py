@@ -64,6 +64,9 @@ class Cluster(_Model):
     stack: Literal["corosync", "heartbeat"] = "corosync"
     preferred_node: HostName | None = None  # where resources start first; the first node when unset
     stickiness: int = Field(1000, ge=0, le=1000000)
+    # Every resource operation's timeout is multiplied by this: slow machines (the VM lab's TCG
+    # emulation runs about ten times slower than hardware) must not turn a slow monitor into a failure.
+    timeout_scale: int = Field(1, ge=1, le=20)
 
 
 class Corosync(_Model):
@@ -176,6 +179,9 @@ class Lab(_Model):
     directory is a plain directory on each node. Nothing else is faked."""
 
     enabled: bool = False
+    # `appliance lab up --kind vm`: QEMU machines with Debian's kernel. Nothing is skipped (this is
+    # the production path); it only allows the lab's power switch agent, fence_vmlab.
+    vm: bool = False
 
 
 class Inventory(_Model):

@@ -70,8 +70,11 @@ FENCE_AGENT_PARAMETERS: dict[str, frozenset[str]] = {
        for agent, params in _AGENT_PARAMETERS.items()},
     # `appliance lab`'s own agent (appliance/lab/fence.py PARAMETERS): only with [lab] enabled.
     "fence_lab": frozenset({"plug", "port", "lab_dir", "pdu"}) | PACEMAKER_FENCE_PARAMETERS,
+    # The VM lab's agent (appliance/lab/fence_vmlab.py PARAMETERS); its password is a secret (secrets file).
+    "fence_vmlab": frozenset({"plug", "port", "ip", "ipport"}) | PACEMAKER_FENCE_PARAMETERS,
 }
 LAB_FENCE_AGENT = "fence_lab"
+LAB_VM_FENCE_AGENT = "fence_vmlab"
 
 
 def _fail(code: str, message: str, value: object) -> PydanticCustomError:

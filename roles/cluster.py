@@ -43,6 +43,34 @@ def seed_cib_cmd() -> tuple[str, ...]:
                  'chown hacluster:haclient /var/lib/pacemaker/cib/cib.xml')
 
 
+# A fresh Debian starts corosync and pacemaker at install with its own one-node cluster ("debian",
+# node1 on 127.0.0.1). corosync-cfgtool -R cannot turn that into ours (CS_ERR_INVALID_PARAM: the
+# cluster name and nodelist are not reloadable), and its CIB would keep node1 as a member to fence.
+# So a running cluster that is not ours is stopped and its CIB moved aside, never deleted, and only
+# when that CIB holds no resource: a cluster with resources is someone's, and is refused.
+FOREIGN_CLUSTER = r"""
+running=$(corosync-cmapctl -g totem.cluster_name 2>/dev/null | sed -n 's/^totem.cluster_name (str) = //p')
+[ -n "$running" ] && [ "$running" != "$1" ] || exit 0
+if cibadmin --query --scope resources 2>/dev/null | grep -q '<primitive\|<group\|<clone\|<master\|<bundle'; then
+    echo "corosync runs the cluster '$running', whose CIB holds resources: it is not appliance's to replace" >&2
+    exit 3
+fi
+systemctl stop pacemaker corosync
+aside=$2.before-appliance-$(date -u +%Y%m%dT%H%M%SZ)
+mv "$2" "$aside" && install -d -o hacluster -g haclient -m 0750 "$2"
+echo "stopped the cluster '$running' (no resources); its CIB is in $aside"
+"""
+
+
+def replace_default_cluster(name: str, cib_dir: str = "/var/lib/pacemaker/cib") -> Step:
+    return Step(f"replace a running cluster that is not {name} and holds no resources (Debian's default)",
+                shell(FOREIGN_CLUSTER, name, cib_dir),
+                why="corosync cannot reload another cluster's name and nodes; its CIB is kept aside",
+                unless=shell('n=$(corosync-cmapctl -g totem.cluster_name 2>/dev/null | '
+                             "sed -n 's/^totem.cluster_name (str) = //p'); "
+                             '[ -z "$n" ] || [ "$n" = "$1" ]', name))
+
+
 def _corosync(site: Site) -> RolePlan:
     inv = site.inventory
     c = inv.corosync
@@ -83,6 +111,7 @@ def _corosync(site: Site) -> RolePlan:
         else:
             steps[node.name] = [
                 password,
+                replace_default_cluster(inv.cluster.name),
                 Step("start corosync and pacemaker", ("systemctl", "enable", "--now", "corosync", "pacemaker"),
                      unless=("systemctl", "is-active", "--quiet", "corosync", "pacemaker")),
                 quorum,

@@ -157,7 +157,9 @@ def blank_device(device: str) -> tuple[str, ...]:
 
 
 def all_packages_installed(packages: tuple[str, ...]) -> tuple[str, ...]:
-    return shell('for p; do dpkg-query -W -f="${Status}" "$p" 2>/dev/null | grep -q "ok installed" || exit 1; done',
+    # ${Status} is dpkg-query's field, not the shell's: single quotes. In double quotes the shell
+    # expanded it to nothing, the format was empty, and every install ran apt-get again (VM lab).
+    return shell("for p; do dpkg-query -W -f='${Status}' \"$p\" 2>/dev/null | grep -q 'ok installed' || exit 1; done",
                  *packages)
 
 

@@ -74,6 +74,7 @@ def frontend_spec(site: Site) -> FrontendSpec:
         dc_deadtime="5s" if inv.lab.enabled else None,
         userspace_nfs_config=layout.NFS_CONFIG if inv.lab.enabled else None,
         userspace_nfs_pidfiles=(layout.NFS_PIDFILE, layout.GANESHA_PIDFILE),
+        timeout_scale=inv.cluster.timeout_scale,
     )
 
 

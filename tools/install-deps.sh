@@ -9,6 +9,7 @@ pacemaker pacemaker-cli-utils corosync resource-agents fence-agents vblade libxm
 drbd-utils lvm2 lighttpd lighttpd-mod-openssl openssl
 util-linux iproute2 openssh-client openssh-server bash procps
 qemu-utils mariadb-server
+qemu-system-x86 debootstrap e2fsprogs
 nfs-ganesha nfs-ganesha-vfs libnfs-utils
 libvirt-dev libvirt-daemon pkg-config gcc python3-dev
 "

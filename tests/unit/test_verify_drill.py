@@ -1,6 +1,8 @@
 """What counts as healthy and as recovered: crm_mon's failures, stopped resources, steady writes."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from appliance import verify as verify_module
@@ -270,13 +272,17 @@ class Host:
 
 def pair(crm_mon: str) -> dict[str, Host]:
     replicating = "Slave_IO_Running: Yes\nSlave_SQL_Running: Yes\nSeconds_Behind_Master: 0\nMaster_Host: peer\n"
+    # /proc/drbd as the VM lab's secondary printed it; the primary's shows the roles the other way.
+    secondary = (Path(__file__).parents[1] / "data" / "proc-drbd-8.4-connected.txt").read_text()
+    primary = secondary.replace("ro:Secondary/Primary", "ro:Primary/Secondary")
     return {
         "cloud-cc01": Host("cloud-cc01", {"crm_mon -1 --output-as=xml": crm_mon,
                                           "cibadmin --query --scope constraints": CONSTRAINTS,
                                           "ip -4 -o addr": "2: bond0 inet 10.0.0.10/24\n"
                                                            "4: eth2 inet 192.168.10.10/24\n",
-                                          "mariadb": replicating}),
-        "cloud-cc02": Host("cloud-cc02", {"ip -4 -o addr": "2: bond0 inet 10.0.0.2/24\n", "mariadb": replicating}),
+                                          "mariadb": replicating, "cat /proc/drbd": primary}),
+        "cloud-cc02": Host("cloud-cc02", {"ip -4 -o addr": "2: bond0 inet 10.0.0.2/24\n", "mariadb": replicating,
+                                          "cat /proc/drbd": secondary}),
     }
 
 
