@@ -204,21 +204,24 @@ def run_drill(inventory: Path, fault: str, node: str | None, *, restore_after: b
     """Inject a fault in the lab while writing through the API; measure; put the lab back."""
     from appliance import drill
     from appliance.install import Installer
-    from appliance.lab import lab
 
     site = load_site(inventory, None, require_secrets=True)
-    if not site.inventory.lab.enabled:
+    inv = site.inventory
+    if not (inv.lab.enabled or inv.lab.vm):
         raise ReportError([Report("LAB_NOT_ROOT", "drills only run against the lab (an inventory with [lab])",
                                   fix="use `appliance lab up` and its lab.toml")])
     runners = connect(site)
     result = drill.drill(site, runners, fault, inventory.parent, node=node, progress=progress)
     if restore_after:
-        victim = next(n for n in lab.NODES if n.name == result["node"])
+        victim = drill._node_of(site, result["node"])
         if fault in ("kill-node", "cut-link"):
             for runner in runners.values():
                 runner.close()
-            drill.restore(site, victim, inventory.parent, (site.inventory.network.lan_vip,
-                                                           site.inventory.network.san_vip), progress=progress)
+            if inv.lab.vm:
+                drill.restore_machine(victim, inventory.parent, progress=progress)
+            else:
+                drill.restore(site, victim, inventory.parent, (inv.network.lan_vip, inv.network.san_vip),
+                              progress=progress)
             runners = connect(site)
         # The drill checked that no failure was recorded before it; those recorded now are its own.
         holder = runners[result["survivor"]]
@@ -227,7 +230,7 @@ def run_drill(inventory: Path, fault: str, node: str | None, *, restore_after: b
         Installer(site, runners, progress=lambda m: None).run()
         from appliance.verify import verify
 
-        result["after_restore"] = verify(site, runners, wait=120).checks
+        result["after_restore"] = verify(site, runners, wait=120 * inv.cluster.timeout_scale).checks
     return result
 
 

@@ -75,7 +75,12 @@ class Writer:
             self.stop.wait(0.05)
 
 
-def _node_of(site: Site, name: str) -> lab.LabNode:
+def _node_of(site: Site, name: str):
+    """The lab's handle on a node: a namespace node, or a VM lab machine."""
+    if site.inventory.lab.vm:
+        from appliance.lab import vm
+
+        return vm.machine(name)
     return next(n for n in lab.NODES if n.name == name)
 
 
@@ -86,9 +91,16 @@ def active_node(runners: dict) -> str:
     return holder
 
 
-def inject(fault: str, node: lab.LabNode, lab_dir: Path, runner) -> None:
+def inject(fault: str, node, lab_dir: Path, runner) -> None:
     """The fault itself. kill-node is a power cut: every process dies and the links go dark."""
-    if fault == "kill-node":
+    from appliance.lab import vm
+
+    if isinstance(node, vm.Machine) and fault == "kill-node":
+        vm.power_off(lab_dir, node)  # QEMU SIGKILLed: the machine stops between two instructions
+    elif isinstance(node, vm.Machine) and fault == "cut-link":
+        for net in ("lan", "san"):
+            vm.set_link(lab_dir, node, net, up=False)  # both cables pulled: the guest sees no carrier
+    elif fault == "kill-node":
         # Until none is left: a daemon that is still alive between the listing and its kill can
         # fork (pacemakerd respawns, execd runs a monitor), and a power cut leaves nothing behind.
         for _ in range(50):
@@ -136,6 +148,44 @@ def restore(site: Site, node: lab.LabNode, lab_dir: Path, vips: tuple[str, str],
                 raise
             progress(f"{node.name} did not answer on SSH; starting it again ({attempt + 1}/{SSH_ATTEMPTS})")
             _wait_while_fencing(lab_dir / node.name, fence_timeout, node)
+
+
+def restore_machine(node, lab_dir: Path, *, fence_timeout: float = FENCE_TIMEOUT,
+                    progress=lambda m: None) -> None:
+    """VM lab: once the survivor's fence of the machine is over, power it on and wait for its sshd.
+
+    The fence is the power switch's own record (appliance.lab.pdu writes fence.json like fence_lab):
+    "off", finished after the machine's QEMU last started (the mtime of qemu.pid, which QEMU
+    writes at start), and no QEMU of it running."""
+    from appliance.lab import vm
+
+    directory = lab_dir / node.name
+    try:
+        since = (directory / "qemu.pid").stat().st_mtime
+    except OSError:
+        since = 0.0
+    deadline = _now() + fence_timeout
+    said = False
+    while True:
+        last = fence.last_switch(directory)
+        done = (last is not None and last.get("state") == "off" and isinstance(last.get("finished"), (int, float))
+                and last["finished"] >= since and vm.qemu_pid(directory) is None)
+        if done:
+            break
+        if _now() > deadline:
+            seen = "never switched it off" if last is None else f"last recorded {last.get('state')!r}"
+            raise ReportError([Report(
+                "WAIT_TIMEOUT", f"the fence of {node.name} did not finish within {fence_timeout:g} s: the power "
+                f"switch {seen}", host=node.name, value=node.name,
+                fix=f"read the survivor's `stonith_admin --history {node.name}` and {directory / 'fence.json'}; "
+                    f"`appliance lab power {node.name} on` starts it")])
+        if not said:
+            progress(f"waiting for the fence of {node.name} to finish before powering it on")
+            said = True
+        _pause(0.5)  # poll interval inside the deadline loop
+    progress(f"powering {node.name} on")
+    vm.power_on(lab_dir, node)
+    vm.wait_for_ssh(node, progress=progress)
 
 
 def wait_for_fence(lab_dir: Path, node: lab.LabNode, timeout: float = FENCE_TIMEOUT,
@@ -200,6 +250,7 @@ def drill(site: Site, runners: dict, fault: str, lab_dir: Path, *, node: str | N
     if fault not in FAULTS:
         raise ReportError([Report("API_REFUSED", f"unknown fault {fault!r}", value=fault)])
     inv = site.inventory
+    timeout *= inv.cluster.timeout_scale  # a slow lab (TCG) takes as many times longer to fail over
     _require_healthy(runners)
     target = node or active_node(runners)
     token = runners[target].read(f"{inv.manager.state_dir}/admin.token") or \

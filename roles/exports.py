@@ -6,7 +6,7 @@ from appliance.inventory.load import Site
 from appliance.storage import aoe, nfs
 
 from . import layout
-from .model import Check, FileSpec, RolePlan, Step, node_plans, shell, text
+from .model import RUNNING_HERE, Check, FileSpec, RolePlan, Step, node_plans, shell, text
 
 NAME = "exports"
 REQUIRES = ("drbd", "cluster")
@@ -20,9 +20,16 @@ def plan(site: Site) -> RolePlan:
         FileSpec(layout.AOE_WRAPPER, text(aoe.vblade_wrapper(layout.LOG_DIR)), mode=0o755, check=Check("shell")),
     ]
     # The cluster starts these, not init: a passive node must never export a disk it does not own.
-    steps = [Step("keep init from starting NFS and vblade", ("systemctl", "disable", "--now", "nfs-kernel-server"),
+    # nfs-server.service by its own name: nfs-kernel-server is an alias, and `is-enabled` answers
+    # "alias" with exit 0 for it, so the old check never held and every install ran `disable --now`,
+    # which stopped the kernel NFS server under Pacemaker on the active node (VM lab).
+    steps = [Step("keep init from starting the NFS server", ("systemctl", "disable", "nfs-server.service"),
                   why="the cluster starts the NFS server on the active node only",
-                  unless=shell("! systemctl is-enabled --quiet nfs-kernel-server"))]
+                  unless=shell("! systemctl is-enabled --quiet nfs-server.service")),
+             Step("stop the NFS server init started", ("systemctl", "stop", "nfs-server.service"),
+                  why="a fresh install starts it; where Pacemaker runs it, it is left alone",
+                  unless=shell(f'! systemctl is-active --quiet nfs-server.service || {{ {RUNNING_HERE}; }}',
+                               "p_nfsserver"))]
     if inv.lab.enabled:
         device = layout.LAB_AOE_FILE
         steps = [Step("create the lab's AoE backing file", shell('mkdir -p "$(dirname "$1")" && truncate -s 64M "$1"',

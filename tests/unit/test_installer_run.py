@@ -15,7 +15,7 @@ import pytest
 from appliance.core.reports import ReportError
 from appliance.core.runner import CommandFailed, Result, display
 from appliance.ha.cib_push import configuration_of
-from appliance.install import Installer
+from appliance.install import FILE_STATES, Installer
 from appliance.roles.cluster import seed_cib
 from appliance.roles.facts import BLKID, DrbdFacts, LvmFacts, NodeFacts, Signature, SiteFacts
 from appliance.roles.model import Step
@@ -111,6 +111,8 @@ class Node:
 
     def _answer(self, argv: list, shown: str) -> Result:
         w, me = self.world, self.host
+        if "nfs-server.service" in shown and "is-" in shown:  # init's NFS server: disabled, not running
+            return self._result(shown, 0)
         if "crm_resource --locate" in shown:  # "! running here": the group runs on the preferred node
             return self._result(shown, 1 if me == NAMES[0] else 0)
         if (me, shown) in UNLESS:
@@ -123,6 +125,10 @@ class Node:
             self.done.add(shown)
             return self._result(shown)
         tool = argv[0]
+        if tool == "sh" and argv[2] == FILE_STATES:  # what the script prints, for the files this node has
+            return self._result(shown, 0, "".join(
+                f"{p}\t{self.modes[p][0]:o} {self.modes[p][1]} {self.modes[p][2]}\t"
+                f"{hashlib.sha256(self.files[p]).hexdigest()}\n" for p in argv[4:] if p in self.files))
         if tool == "sh" and argv[2] == BLKID:
             res = self._resource_of_disk(argv[-1])
             kind = w.content.get(res) or w.backing.get((me, res))

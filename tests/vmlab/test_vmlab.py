@@ -1,0 +1,169 @@
+"""The VM lab tier: QEMU machines on Debian's own kernel, installed over SSH, for real.
+
+One lab for the module, in order: boot, install (DRBD create-md, initial sync, mkfs, LVM, AoE,
+kernel NFS, Pacemaker with promotable DRBD clones and fencing through the lab's power switch), the
+hypervisor host using the VG over AoE and the export over the kernel NFS client, a second install
+that changes nothing, kill-node while a client writes, and `lab down` leaving nothing.
+
+Slow by nature (TCG emulation on two cores): `make test-vm`, which .ci/run calls after `make test`.
+Timings go to $APPLIANCE_VMLAB_RESULTS (default bench/results/vmlab.json).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import in_ci, require_tool
+
+LAB = Path(os.environ.get("APPLIANCE_VMLAB_DIR", "/tmp/appliance-vmlab-test"))
+RESULTS = Path(os.environ.get("APPLIANCE_VMLAB_RESULTS",
+                              Path(__file__).resolve().parents[2] / "bench" / "results" / "vmlab.json"))
+DESTRUCTIVE = re.compile(r"create-md|--overwrite-data-of-peer|primary --force|mkfs|pvcreate|vgcreate|lvremove|wipefs")
+TIMINGS: dict[str, object] = {}
+
+
+def _record(key: str, value: object) -> None:
+    TIMINGS[key] = value
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(TIMINGS, indent=2, sort_keys=True) + "\n")
+
+
+def ssh(machine, command: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(["ssh", "-i", str(LAB / "client_key"), "-o", f"UserKnownHostsFile={LAB / 'known_hosts'}",
+                             "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", f"root@{machine.lan_ip}", command],
+                            capture_output=True, text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, f"{machine.name}: {command}: {result.stderr[-500:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def vmlab():
+    from appliance.lab import vm
+
+    require_tool("qemu-system-x86_64", "qemu-img", "debootstrap", "mkfs.ext4", "ssh")
+    if os.geteuid() != 0:
+        if in_ci():
+            pytest.fail("the VM lab needs root (tap devices, bridges)")
+        pytest.skip("the VM lab needs root (tap devices, bridges)")
+    if LAB.exists():
+        vm.down(LAB)
+    started = time.monotonic()
+    result = vm.up(LAB, progress=print)
+    _record("lab_up_seconds", round(time.monotonic() - started, 1))
+    _record("seconds_until_ssh", result["seconds_until_ssh"])
+    _record("qemu_rss_mib", {m["name"]: m["rss_mib"] for m in result["machines"]})
+    yield vm
+    removed = vm.down(LAB)
+    assert str(LAB) in removed
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    assert not [line for line in links.splitlines() if line.startswith("apl-")], links
+    assert not subprocess.run(["pgrep", "-f", f"qemu-system-x86_64 -name cloud-"], capture_output=True).stdout
+    assert not LAB.exists()
+
+
+def _install(progress=print) -> tuple[dict, float]:
+    from appliance import actions
+
+    started = time.monotonic()
+    document = actions.install(LAB / "lab.toml", None, check=False, progress=progress)
+    return document, round(time.monotonic() - started, 1)
+
+
+def test_machines_run_debians_kernel_with_the_modules_the_design_needs(vmlab):
+    for machine in vmlab.MACHINES:
+        out = ssh(machine, "uname -n; modprobe drbd && head -1 /proc/drbd; modprobe aoe && modprobe nfsd && "
+                           "modprobe dm-snapshot && echo modules-ok").stdout
+        assert out.splitlines()[0] == machine.name
+        assert "version: 8.4.11" in out and "modules-ok" in out
+
+
+def test_power_switch_answers_the_fence_agent_inside_a_frontend(vmlab):
+    secrets = (LAB / "pdu.key").read_text().strip()
+    out = ssh(vmlab.MACHINES[0], f"printf 'action=status\\nplug=cloud-hv01\\nip=10.251.0.254\\npassword={secrets}\\n' "
+                                 "| fence_vmlab")
+    assert "ON" in out.stdout.upper()
+    wrong = ssh(vmlab.MACHINES[0], "printf 'action=status\\nplug=cloud-hv01\\npassword=wrong\\n' | fence_vmlab",
+                check=False)
+    assert wrong.returncode == 1 and "wrong" not in wrong.stderr
+
+
+def test_install_runs_drbd_lvm_aoe_and_kernel_nfs_for_real(vmlab):
+    lines: list[str] = []
+    document, seconds = _install(lines.append)
+    _record("first_install_seconds", seconds)
+    failed = [c for c in document["verify"] if not c["ok"]]
+    assert document["ok"], failed
+    done = " ".join(f"{c['what']} {c.get('detail', '')}" for c in document["changed"])
+    for expected in ("create metadata for one-disk", "start the initial sync of one-disk",
+                     "make the ext4 filesystem on /dev/drbd1", "create the physical volume on /dev/drbd2"):
+        assert expected in done
+    checks = {c["check"]: c for c in document["verify"]}
+    for resource in ("one-disk", "data-disk"):
+        assert "Connected" in checks[f"DRBD {resource} in sync"]["detail"]
+        assert "UpToDate/UpToDate" in checks[f"DRBD {resource} in sync"]["detail"]
+
+
+def test_status_shows_both_drbd_resources_up_to_date(vmlab):
+    from appliance import actions
+
+    document = actions.status(LAB / "lab.toml")
+    drbd = [c for c in document["checks"] if c["check"].startswith("DRBD ")]
+    assert len(drbd) == 2 and all(c["ok"] for c in drbd), drbd
+
+
+def test_hypervisor_host_uses_the_vg_over_aoe_and_the_export_over_kernel_nfs(vmlab):
+    hv = vmlab.machine("cloud-hv01")
+    out = ssh(hv, "modprobe aoe && aoe-discover && for i in $(seq 60); do [ -b /dev/etherd/e0.1 ] && break; "
+                  "sleep 1; done; pvs --noheadings -o pv_name,vg_name /dev/etherd/e0.1").stdout.split()
+    assert out == ["/dev/etherd/e0.1", "one-data"]
+    ssh(hv, "mkdir -p /mnt/one && (mountpoint -q /mnt/one || mount -t nfs4 10.250.0.100:/srv/cloud/one /mnt/one)")
+    fstype = ssh(hv, "findmnt -n -o FSTYPE /mnt/one").stdout.strip()
+    assert fstype == "nfs4"  # the kernel client, against the kernel server on the active frontend
+    ssh(hv, "echo from-the-hypervisor > /mnt/one/hv-probe && sync")
+    holder = _holder(vmlab)
+    assert ssh(holder, "cat /srv/cloud/one/hv-probe").stdout == "from-the-hypervisor\n"
+    ssh(hv, "rm -f /mnt/one/hv-probe; umount /mnt/one")
+
+
+def _holder(vmlab):
+    for machine in vmlab.FRONTENDS:
+        if ssh(machine, "mountpoint -q /srv/cloud/one", check=False).returncode == 0:
+            return machine
+    raise AssertionError("no frontend has the DRBD filesystem mounted")
+
+
+def test_second_install_changes_nothing_and_runs_no_destructive_command(vmlab):
+    lines: list[str] = []
+    document, seconds = _install(lines.append)
+    _record("second_install_seconds", seconds)
+    assert document["ok"], [c for c in document["verify"] if not c["ok"]]
+    assert document["changed"] == [], document["changed"]
+    ran = [line for line in lines if ": changed" in line or ": failed" in line]
+    assert not [line for line in ran if DESTRUCTIVE.search(line)], ran
+
+
+def test_kill_node_loses_no_acknowledged_write_and_drbd_resyncs(vmlab):
+    from appliance import actions
+
+    started = time.monotonic()
+    result = actions.run_drill(LAB / "lab.toml", "kill-node", None, progress=print)
+    _record("kill_node", {k: result[k] for k in ("seconds_until_api_answers", "acknowledged_writes",
+                                                 "acknowledged_writes_lost", "node", "survivor")}
+            | {"drill_and_restore_seconds": round(time.monotonic() - started, 1)})
+    assert result["acknowledged_writes"] > 0 and result["acknowledged_writes_lost"] == 0, result
+    assert result["seconds_until_api_answers"] is not None
+    failed = [c for c in result["after_restore"] if not c["ok"]]
+    assert not failed, failed  # DRBD Connected UpToDate/UpToDate with 0 KiB out of sync is among them
+
+
+def test_lab_status_reports_every_machine_on_and_the_switch(vmlab):
+    status = vmlab.status(LAB)
+    assert [m["power"] for m in status["machines"]] == ["on", "on", "on"]
+    assert status["power_switch"] and all(status["bridges"].values())
