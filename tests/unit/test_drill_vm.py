@@ -1,0 +1,65 @@
+"""The VM lab's drill paths: the fault goes through QEMU (power, cables), the restore waits for the
+power switch's fence record before it powers the machine on again."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from appliance import drill
+from appliance.core.reports import ReportError
+from appliance.lab import fence, vm
+
+VICTIM = vm.machine("cloud-cc02")
+
+
+class Machines:
+    def __init__(self, lab_dir, monkeypatch, *, fence_after: int | None, record_before_start: bool = False):
+        self.dir = lab_dir / VICTIM.name
+        self.dir.mkdir()
+        (self.dir / "qemu.pid").write_text("4242\n")
+        started = time.time() - 100  # the machine's QEMU started 100 s ago
+        os.utime(self.dir / "qemu.pid", (started, started))
+        if record_before_start:  # a switch-off from an earlier drill: not this machine's fence
+            fence.record(self.dir, "off", started - 60, started - 50)
+        self.on = True
+        self.clock, self.pauses, self.fence_after = 0.0, 0, fence_after
+        self.events: list[str] = []
+        monkeypatch.setattr(drill, "_now", lambda: self.clock)
+        monkeypatch.setattr(drill, "_pause", self.pause)
+        monkeypatch.setattr(vm, "qemu_pid", lambda directory: 4242 if self.on else None)
+        monkeypatch.setattr(vm, "power_on", lambda lab, m: self.events.append(f"power on {m.name}"))
+        monkeypatch.setattr(vm, "wait_for_ssh", lambda m, **kw: self.events.append(f"ssh {m.name}"))
+
+    def pause(self, seconds: float) -> None:
+        self.clock += seconds
+        self.pauses += 1
+        if self.pauses == self.fence_after:
+            self.on = False
+            fence.record(self.dir, "off", time.time() - 1, time.time())
+            self.events.append("fenced")
+
+
+def test_restore_powers_on_only_after_the_switch_recorded_this_machine_off(tmp_path, monkeypatch):
+    world = Machines(tmp_path, monkeypatch, fence_after=3)
+    drill.restore_machine(VICTIM, tmp_path, fence_timeout=60)
+    assert world.events == ["fenced", f"power on {VICTIM.name}", f"ssh {VICTIM.name}"]
+
+
+def test_an_old_switch_off_does_not_count_and_a_fence_that_never_comes_is_a_report(tmp_path, monkeypatch):
+    world = Machines(tmp_path, monkeypatch, fence_after=None, record_before_start=True)
+    with pytest.raises(ReportError) as caught:
+        drill.restore_machine(VICTIM, tmp_path, fence_timeout=10)
+    report = caught.value.reports[0]
+    assert report.code == "WAIT_TIMEOUT" and "lab power cloud-cc02 on" in report.fix
+    assert world.events == []  # never powered on under a fence that may still come
+
+
+def test_faults_go_through_qemu(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(vm, "power_off", lambda lab, m: calls.append(("off", m.name)))
+    monkeypatch.setattr(vm, "set_link", lambda lab, m, net, up: calls.append((net, up)))
+    drill.inject("kill-node", VICTIM, tmp_path, runner=None)
+    drill.inject("cut-link", VICTIM, tmp_path, runner=None)
+    assert calls == [("off", "cloud-cc02"), ("lan", False), ("san", False)]
