@@ -76,6 +76,17 @@ def _install(progress=print) -> tuple[dict, float]:
     return document, round(time.monotonic() - started, 1)
 
 
+def _settle(wait: float) -> tuple[list[dict], float]:
+    from appliance.actions import connect
+    from appliance.inventory.load import load_site
+    from appliance.verify import verify
+
+    site = load_site(LAB / "lab.toml", None, require_secrets=True)
+    started = time.monotonic()
+    health = verify(site, connect(site), wait=wait)
+    return health.checks, round(time.monotonic() - started, 1)
+
+
 def test_machines_run_debians_kernel_with_the_modules_the_design_needs(vmlab):
     for machine in vmlab.MACHINES:
         out = ssh(machine, "uname -n; modprobe drbd && head -1 /proc/drbd; modprobe aoe && modprobe nfsd && "
@@ -98,8 +109,14 @@ def test_install_runs_drbd_lvm_aoe_and_kernel_nfs_for_real(vmlab):
     lines: list[str] = []
     document, seconds = _install(lines.append)
     _record("first_install_seconds", seconds)
+    if not document["ok"]:
+        # Under TCG Pacemaker throttles itself to one action at a time (load above its
+        # load-threshold on one vCPU): the fence devices and the AoE export start last, minutes
+        # after the CIB. Give the pair up to 15 more minutes and record how long it took.
+        document["verify"], settled = _settle(900)
+        _record("settled_after_install_seconds", settled)
     failed = [c for c in document["verify"] if not c["ok"]]
-    assert document["ok"], failed
+    assert not failed, failed
     done = " ".join(f"{c['what']} {c.get('detail', '')}" for c in document["changed"])
     for expected in ("create metadata for one-disk", "start the initial sync of one-disk",
                      "make the ext4 filesystem on /dev/drbd1", "create the physical volume on /dev/drbd2"):
