@@ -218,7 +218,7 @@ def run_drill(inventory: Path, fault: str, node: str | None, *, restore_after: b
             for runner in runners.values():
                 runner.close()
             if inv.lab.vm:
-                drill.restore_machine(victim, inventory.parent, progress=progress)
+                drill.restore_machine(victim, inventory.parent, faulted_at=result["faulted_at"], progress=progress)
             else:
                 drill.restore(site, victim, inventory.parent, (inv.network.lan_vip, inv.network.san_vip),
                               progress=progress)

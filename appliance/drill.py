@@ -150,26 +150,26 @@ def restore(site: Site, node: lab.LabNode, lab_dir: Path, vips: tuple[str, str],
             _wait_while_fencing(lab_dir / node.name, fence_timeout, node)
 
 
-def restore_machine(node, lab_dir: Path, *, fence_timeout: float = FENCE_TIMEOUT,
+def restore_machine(node, lab_dir: Path, *, faulted_at: float | None = None, fence_timeout: float = FENCE_TIMEOUT,
                     progress=lambda m: None) -> None:
     """VM lab: once the survivor's fence of the machine is over, power it on and wait for its sshd.
 
     The fence is the power switch's own record (appliance.lab.pdu writes fence.json like fence_lab):
-    "off", finished after the machine's QEMU last started (the mtime of qemu.pid, which QEMU
-    writes at start), and no QEMU of it running."""
+    "off", finished after the fault (`faulted_at`, wall clock; by default the start of the machine's
+    current QEMU, the mtime of qemu.pid). A fence by "reboot" has already powered it on again."""
     from appliance.lab import vm
 
     directory = lab_dir / node.name
-    try:
-        since = (directory / "qemu.pid").stat().st_mtime
-    except OSError:
-        since = 0.0
+    since = faulted_at if faulted_at is not None else _started_at(directory)
     deadline = _now() + fence_timeout
     said = False
     while True:
         last = fence.last_switch(directory)
+        # Over when the switch recorded the machine off after the fault. Pacemaker fences with
+        # "reboot" by default, and the switch then powers the machine on again by itself: seen on
+        # the VM lab, where waiting for it to stay off never ended.
         done = (last is not None and last.get("state") == "off" and isinstance(last.get("finished"), (int, float))
-                and last["finished"] >= since and vm.qemu_pid(directory) is None)
+                and last["finished"] >= since)
         if done:
             break
         if _now() > deadline:
@@ -183,9 +183,19 @@ def restore_machine(node, lab_dir: Path, *, fence_timeout: float = FENCE_TIMEOUT
             progress(f"waiting for the fence of {node.name} to finish before powering it on")
             said = True
         _pause(0.5)  # poll interval inside the deadline loop
-    progress(f"powering {node.name} on")
-    vm.power_on(lab_dir, node)
+    if vm.qemu_pid(directory) is None:
+        progress(f"powering {node.name} on")
+        vm.power_on(lab_dir, node)
+    else:
+        progress(f"the fence rebooted {node.name}; waiting for it")
     vm.wait_for_ssh(node, progress=progress)
+
+
+def _started_at(directory: Path) -> float:
+    try:
+        return (directory / "qemu.pid").stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def wait_for_fence(lab_dir: Path, node: lab.LabNode, timeout: float = FENCE_TIMEOUT,
@@ -267,7 +277,7 @@ def drill(site: Site, runners: dict, fault: str, lab_dir: Path, *, node: str | N
             raise ReportError([Report("COMMAND_FAILED", "the API does not answer through the floating address")])
         time.sleep(0.05)
     progress(f"writing through https://{inv.network.lan_vip}; injecting {fault} on {target}")
-    fault_at = time.monotonic()
+    fault_at, faulted_wall = time.monotonic(), time.time()
     inject(fault, _node_of(site, target), lab_dir, runners[target])
     # Recovered means a steady run of successful writes `settle` seconds long, not one lucky answer:
     # a service that answers once and falls over again has not recovered (a drill saw exactly that).
@@ -294,7 +304,8 @@ def drill(site: Site, runners: dict, fault: str, lab_dir: Path, *, node: str | N
     listed = _names_on(runners[survivor], site)
     lost = [name for name in writer.acknowledged if name not in listed]
     os.unlink(cafile.name)
-    return {"fault": fault, "node": target, "survivor": survivor, "seconds_until_api_answers": seconds,
+    return {"fault": fault, "node": target, "survivor": survivor, "faulted_at": faulted_wall,
+            "seconds_until_api_answers": seconds,
             "seconds_until_first_answer": round(first[0] - fault_at, 2) if first else None,
             "failures_after_first_answer": len(relapses),
             "acknowledged_writes": len(writer.acknowledged), "acknowledged_writes_lost": len(lost),

@@ -15,7 +15,8 @@ VICTIM = vm.machine("cloud-cc02")
 
 
 class Machines:
-    def __init__(self, lab_dir, monkeypatch, *, fence_after: int | None, record_before_start: bool = False):
+    def __init__(self, lab_dir, monkeypatch, *, fence_after: int | None, record_before_start: bool = False,
+                 reboot: bool = False):
         self.dir = lab_dir / VICTIM.name
         self.dir.mkdir()
         (self.dir / "qemu.pid").write_text("4242\n")
@@ -24,7 +25,7 @@ class Machines:
         if record_before_start:  # a switch-off from an earlier drill: not this machine's fence
             fence.record(self.dir, "off", started - 60, started - 50)
         self.on = True
-        self.clock, self.pauses, self.fence_after = 0.0, 0, fence_after
+        self.clock, self.pauses, self.fence_after, self.reboot = 0.0, 0, fence_after, reboot
         self.events: list[str] = []
         monkeypatch.setattr(drill, "_now", lambda: self.clock)
         monkeypatch.setattr(drill, "_pause", self.pause)
@@ -36,15 +37,23 @@ class Machines:
         self.clock += seconds
         self.pauses += 1
         if self.pauses == self.fence_after:
-            self.on = False
             fence.record(self.dir, "off", time.time() - 1, time.time())
             self.events.append("fenced")
+            self.on = self.reboot  # a fence by "reboot": the switch powers it on again itself
 
 
 def test_restore_powers_on_only_after_the_switch_recorded_this_machine_off(tmp_path, monkeypatch):
     world = Machines(tmp_path, monkeypatch, fence_after=3)
     drill.restore_machine(VICTIM, tmp_path, fence_timeout=60)
     assert world.events == ["fenced", f"power on {VICTIM.name}", f"ssh {VICTIM.name}"]
+
+
+def test_a_fence_by_reboot_already_powered_it_on_so_the_restore_only_waits_for_ssh(tmp_path, monkeypatch):
+    """Seen on the VM lab: Pacemaker fenced with "reboot", the switch powered the machine on again,
+    and a restore waiting for it to stay off never ended."""
+    world = Machines(tmp_path, monkeypatch, fence_after=3, reboot=True)
+    drill.restore_machine(VICTIM, tmp_path, faulted_at=time.time() - 5, fence_timeout=60)
+    assert world.events == ["fenced", f"ssh {VICTIM.name}"]
 
 
 def test_an_old_switch_off_does_not_count_and_a_fence_that_never_comes_is_a_report(tmp_path, monkeypatch):
