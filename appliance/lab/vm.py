@@ -284,31 +284,34 @@ def power_off(lab: Path, m: Machine, timeout: float = 30.0) -> bool:
     return True
 
 
+def _until_prompt(sock: socket.socket) -> bytes:
+    buffer = b""
+    while not buffer.endswith(b"(qemu) "):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        buffer += chunk
+    return buffer
+
+
 def monitor(lab: Path, m: Machine, command: str, timeout: float = 10.0) -> str:
     """One human-monitor command (e.g. `set_link lan off`); returns what QEMU printed."""
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(timeout)
         sock.connect(str(lab / m.name / "monitor.sock"))
-        buffer = b""
-        while not buffer.endswith(b"(qemu) "):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            buffer += chunk
+        _until_prompt(sock)  # the banner
         sock.sendall(command.encode() + b"\n")
-        buffer = b""
-        while not buffer.endswith(b"(qemu) "):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            buffer += chunk
+        buffer = _until_prompt(sock)
     lines = buffer.decode(errors="replace").replace("\r", "").splitlines()
     return "\n".join(line for line in lines[1:] if not line.startswith("(qemu)")).strip()
 
 
 def set_link(lab: Path, m: Machine, net: str, up: bool) -> None:
     """Pull or plug a machine's cable: the guest sees the carrier go and come back."""
-    monitor(lab, m, f"set_link {net} {'on' if up else 'off'}")
+    said = monitor(lab, m, f"set_link {net} {'on' if up else 'off'}")
+    if said:  # QEMU prints nothing on success: anything else (no such link) means the cable did not move
+        raise ReportError([Report("LAB_START_FAILED", f"QEMU of {m.name} refused set_link {net}: {said}",
+                                  host=m.name, value=net)])
 
 
 def wait_for_ssh(m: Machine, timeout: float = BOOT_TIMEOUT, progress=lambda message: None) -> float:
