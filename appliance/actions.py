@@ -223,11 +223,20 @@ def run_drill(inventory: Path, fault: str, node: str | None, *, restore_after: b
                 drill.restore(site, victim, inventory.parent, (inv.network.lan_vip, inv.network.san_vip),
                               progress=progress)
             runners = connect(site)
+        elif fault == "reboot-both":
+            from appliance.lab import vm
+
+            for machine in vm.FRONTENDS:
+                vm.wait_for_ssh(machine, progress=progress)
         # The drill checked that no failure was recorded before it; those recorded now are its own.
         holder = runners[result["survivor"]]
         holder.run(["crm_resource", "--cleanup"], check=False, timeout=60)
         progress(f"restoring {victim.name} with appliance install")
-        Installer(site, runners, progress=lambda m: None).run()
+        installed = Installer(site, runners, progress=lambda m: None).run()
+        # What the restoring install changed: after a cold start or a node's return it must never
+        # be a create-md, a forced primary or a mkfs (the VM tier reads this).
+        result["restore_changed"] = [{"role": c.role, "node": c.node, "what": c.what, "detail": c.detail}
+                                     for c in installed.changed]
         from appliance.verify import verify
 
         result["after_restore"] = verify(site, runners, wait=120 * inv.cluster.timeout_scale).checks

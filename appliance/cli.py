@@ -321,7 +321,7 @@ def status(inventory: Path = InventoryOpt, as_json: bool = JsonOpt) -> None:
 
 
 @app.command()
-def drill(fault: str = typer.Argument(..., help="kill-node | cut-link | kill-manager | kill-db"),
+def drill(fault: str = typer.Argument(..., help="kill-node | cut-link | kill-manager | kill-db | reboot-both (VM lab)"),
           inventory: Path = InventoryOpt, node: Optional[str] = typer.Option(None, help="default: the active node"),
           restore: bool = typer.Option(True, "--restore/--no-restore", help="Put the lab back afterwards."),
           as_json: bool = JsonOpt) -> None:

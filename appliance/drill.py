@@ -24,7 +24,9 @@ from appliance.lab import fence, lab
 from appliance.core.reports import Report, ReportError
 from appliance.verify import cluster_state
 
-FAULTS = ("kill-node", "cut-link", "kill-manager", "kill-db")
+FAULTS = ("kill-node", "cut-link", "kill-manager", "kill-db", "reboot-both")
+VM_ONLY = ("reboot-both",)  # the namespace lab shares one kernel: no cold start to give it
+COLD_START_TIMEOUT = 150.0  # seconds (times timeout_scale) from a power cut of both until the API writes again
 FENCE_TIMEOUT = 180.0  # seconds for the survivor's fence of the victim to finish before the restore gives up
 SSH_ATTEMPTS = 3  # starts of the restored node, each waiting for its sshd
 _now, _pause = time.monotonic, time.sleep  # the restore's clock, replaced by tests
@@ -95,7 +97,15 @@ def inject(fault: str, node, lab_dir: Path, runner) -> None:
     """The fault itself. kill-node is a power cut: every process dies and the links go dark."""
     from appliance.lab import vm
 
-    if isinstance(node, vm.Machine) and fault == "kill-node":
+    if isinstance(node, vm.Machine) and fault == "reboot-both":
+        # A power cut of the whole rack, then power back: both frontends die between two
+        # instructions with nothing written since, and must come up together from their disks.
+        frontends = vm.FRONTENDS
+        for machine in frontends:
+            vm.power_off(lab_dir, machine)
+        for machine in frontends:
+            vm.power_on(lab_dir, machine)
+    elif isinstance(node, vm.Machine) and fault == "kill-node":
         vm.power_off(lab_dir, node)  # QEMU SIGKILLed: the machine stops between two instructions
     elif isinstance(node, vm.Machine) and fault == "cut-link":
         for net in ("lan", "san"):
@@ -260,6 +270,12 @@ def drill(site: Site, runners: dict, fault: str, lab_dir: Path, *, node: str | N
     if fault not in FAULTS:
         raise ReportError([Report("API_REFUSED", f"unknown fault {fault!r}", value=fault)])
     inv = site.inventory
+    if fault in VM_ONLY and not inv.lab.vm:
+        raise ReportError([Report("API_REFUSED", f"the {fault} drill needs the VM lab: the namespace lab's nodes "
+                                  "share this machine's kernel and cannot be cold-started", value=fault,
+                                  fix="appliance lab up --kind vm, then drill with its lab.toml")])
+    if fault == "reboot-both":
+        timeout = max(timeout, COLD_START_TIMEOUT)  # a boot, corosync's wait_for_all, DRBD, MariaDB
     timeout *= inv.cluster.timeout_scale  # a slow lab (TCG) takes as many times longer to fail over
     _require_healthy(runners)
     target = node or active_node(runners)
@@ -279,6 +295,9 @@ def drill(site: Site, runners: dict, fault: str, lab_dir: Path, *, node: str | N
     progress(f"writing through https://{inv.network.lan_vip}; injecting {fault} on {target}")
     fault_at, faulted_wall = time.monotonic(), time.time()
     inject(fault, _node_of(site, target), lab_dir, runners[target])
+    if fault == "reboot-both":
+        for runner in runners.values():
+            runner.close()  # connections to machines that lost power: the next command reconnects
     # Recovered means a steady run of successful writes `settle` seconds long, not one lucky answer:
     # a service that answers once and falls over again has not recovered (a drill saw exactly that).
     while time.monotonic() - fault_at < timeout:

@@ -191,6 +191,11 @@ def frontend_cib(s: FrontendSpec) -> Cib:
             # A device never runs on the node it is meant to kill.
             constraints.append(Location(f"loc_{primitive.id}_avoids_{device.node}", primitive.id, device.node,
                                         "-INFINITY"))
+            # Fencing before services when both start in one transition (the first install): a
+            # throttled controller (a loaded node runs one action at a time) otherwise starts the
+            # devices last, minutes after the services they protect (seen on the VM lab). Optional:
+            # a device that cannot run never holds the group back.
+            constraints.append(Order(f"ord_{primitive.id}_before_frontend", primitive.id, GROUP, kind="Optional"))
     return Cib(
         properties=pairs(properties),
         nodes=s.nodes,

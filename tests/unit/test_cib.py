@@ -30,10 +30,19 @@ def test_group_follows_both_promoted_drbd_clones_and_the_exports_follow_the_grou
     colocations = {(c.rsc, c.with_rsc, c.with_rsc_role) for c in cib.constraints if isinstance(c, Colocation)}
     assert colocations == {("g_frontend", "ms_drbd_one", "Promoted"), ("g_frontend", "ms_drbd_data", "Promoted"),
                            ("g_exports", "ms_drbd_data", "Promoted"), ("g_exports", "p_ip_san", None)}
-    orders = {(c.first, c.first_action, c.then, c.then_action) for c in cib.constraints if isinstance(c, Order)}
+    orders = {(c.first, c.first_action, c.then, c.then_action) for c in cib.constraints
+              if isinstance(c, Order) and c.kind == "Mandatory"}
     assert orders == {("ms_drbd_one", "promote", "g_frontend", "start"),
                       ("ms_drbd_data", "promote", "g_exports", "start"),
                       ("p_ip_san", "start", "g_exports", "start")}
+
+
+def test_fence_devices_start_before_the_services_without_ever_holding_them_back():
+    cib = example_cib()
+    devices = {r.id for r in cib.resources if isinstance(r, Primitive) and r.standard == "stonith"}
+    optional = {(c.first, c.then) for c in cib.constraints if isinstance(c, Order) and c.kind == "Optional"}
+    assert optional == {(device, "g_frontend") for device in devices}
+    assert not [c for c in cib.constraints if isinstance(c, Order) and c.first in devices and c.kind != "Optional"]
 
 
 def test_group_order_mounts_before_exporting_and_addresses_before_services():

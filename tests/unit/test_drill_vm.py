@@ -72,3 +72,29 @@ def test_faults_go_through_qemu(tmp_path, monkeypatch):
     drill.inject("kill-node", VICTIM, tmp_path, runner=None)
     drill.inject("cut-link", VICTIM, tmp_path, runner=None)
     assert calls == [("off", "cloud-cc02"), ("lan", False), ("san", False)]
+
+
+def test_reboot_both_cuts_the_power_of_both_frontends_before_powering_either_on(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(vm, "power_off", lambda lab, m: calls.append(("off", m.name)))
+    monkeypatch.setattr(vm, "power_on", lambda lab, m: calls.append(("on", m.name)))
+    drill.inject("reboot-both", VICTIM, tmp_path, runner=None)
+    # Both dark at once: a node powered on while its peer still runs would only be a kill-node.
+    assert calls == [("off", "cloud-cc01"), ("off", "cloud-cc02"), ("on", "cloud-cc01"), ("on", "cloud-cc02")]
+
+
+def test_reboot_both_is_refused_on_the_namespace_lab_before_anything_is_touched():
+    from tests.conftest import load_test_site
+
+    site = load_test_site()
+    touched = []
+
+    class Untouchable:
+        def __getattr__(self, name):
+            touched.append(name)
+            raise AssertionError(name)
+
+    with pytest.raises(ReportError) as caught:
+        drill.drill(site, {"cloud-cc01": Untouchable()}, "reboot-both", None)
+    report = caught.value.reports[0]
+    assert report.code == "API_REFUSED" and "--kind vm" in report.fix and touched == []
