@@ -63,6 +63,7 @@ class FrontendSpec:
     # or exports; the AoE export serves a file. Everything else is the production design.
     replicated_storage: bool = True
     dc_deadtime: str | None = None
+    load_threshold: int | None = None  # percent; Pacemaker's default (80) when None
     # The lab's NFSv4 export: nfs-ganesha from userspace, bound to the SAN floating address.
     userspace_nfs_config: str | None = None
     userspace_nfs_pidfiles: tuple[str, str] = ("", "")  # (the agent's, ganesha's own)
@@ -182,6 +183,8 @@ def frontend_cib(s: FrontendSpec) -> Cib:
                   "no-quorum-policy": "stop"}
     if s.dc_deadtime:
         properties["dc-deadtime"] = s.dc_deadtime
+    if s.load_threshold is not None:
+        properties["load-threshold"] = f"{s.load_threshold}%"
     if s.fencing_enabled and s.priority_fencing_delay.rstrip("smhin") not in ("", "0"):
         properties["priority-fencing-delay"] = s.priority_fencing_delay
     if s.fencing_enabled:

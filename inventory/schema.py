@@ -67,6 +67,9 @@ class Cluster(_Model):
     # Every resource operation's timeout is multiplied by this: slow machines (the VM lab's TCG
     # emulation runs about ten times slower than hardware) must not turn a slow monitor into a failure.
     timeout_scale: int = Field(1, ge=1, le=20)
+    # Pacemaker's load-threshold in percent (its default, 80, when unset): above it a node's controller
+    # runs fewer actions at once, down to one. Emulated nodes are always "loaded"; hardware rarely is.
+    load_threshold: int | None = Field(None, ge=10, le=10000)
 
 
 class Corosync(_Model):

@@ -75,6 +75,7 @@ def frontend_spec(site: Site) -> FrontendSpec:
         userspace_nfs_config=layout.NFS_CONFIG if inv.lab.enabled else None,
         userspace_nfs_pidfiles=(layout.NFS_PIDFILE, layout.GANESHA_PIDFILE),
         timeout_scale=inv.cluster.timeout_scale,
+        load_threshold=inv.cluster.load_threshold,
     )
 
 

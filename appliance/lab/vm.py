@@ -155,6 +155,7 @@ secrets_file = "lab.secrets.toml"
 [cluster]
 name = "cloud-cc"
 timeout_scale = 4  # TCG runs about ten times slower than hardware: a 20 s monitor timed out under load
+load_threshold = 400  # an emulated vCPU is always "loaded": at 80 % Pacemaker ran one action at a time
 
 [network]
 lan = "{LAN}.0/24"

@@ -169,6 +169,21 @@ def test_timeout_scale_multiplies_every_operation_timeout_and_nothing_else():
     assert plain.constraints == slow.constraints and plain.properties == slow.properties
 
 
+def test_load_threshold_reaches_the_cib_only_when_the_inventory_sets_it(tmp_path):
+    from appliance.inventory.load import load_site
+    from ha.frontend import frontend_cib
+    from roles.specs import frontend_spec
+    from tests.conftest import load_test_site
+
+    assert "load-threshold" not in dict(frontend_cib(frontend_spec(load_test_site())).properties)
+    (tmp_path / "client_key").write_text("")
+    inventory = tmp_path / "lab.toml"
+    inventory.write_text(vm.inventory_text(tmp_path))
+    site = load_site(inventory, None, require_secrets=False)
+    assert site.inventory.cluster.load_threshold == 400
+    assert dict(frontend_cib(frontend_spec(site)).properties)["load-threshold"] == "400%"
+
+
 def test_only_the_hypervisor_host_masks_the_frontend_daemons(tmp_path):
     (tmp_path / "client_key.pub").write_text("ssh-ed25519 AAAA client\n")
     for m in vm.MACHINES:
