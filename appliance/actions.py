@@ -231,15 +231,21 @@ def run_drill(inventory: Path, fault: str, node: str | None, *, restore_after: b
         # The drill checked that no failure was recorded before it; those recorded now are its own.
         holder = runners[result["survivor"]]
         holder.run(["crm_resource", "--cleanup"], check=False, timeout=60)
-        progress(f"restoring {victim.name} with appliance install")
-        installed = Installer(site, runners, progress=lambda m: None).run()
-        # What the restoring install changed: after a cold start or a node's return it must never
-        # be a create-md, a forced primary or a mkfs (the VM tier reads this).
-        result["restore_changed"] = [{"role": c.role, "node": c.node, "what": c.what, "detail": c.detail}
-                                     for c in installed.changed]
         from appliance.verify import verify
 
-        result["after_restore"] = verify(site, runners, wait=120 * inv.cluster.timeout_scale).checks
+        wait = 120 * inv.cluster.timeout_scale
+        result["restore_changed"], result["restored_by"] = [], "the cluster"
+        checks = verify(site, runners, wait=wait).checks if drill.heals_itself(inv.lab.vm, fault) else None
+        if checks is None or not all(c["ok"] for c in checks):
+            progress(f"restoring {victim.name} with appliance install")
+            installed = Installer(site, runners, progress=lambda m: None).run()
+            # What the restoring install changed: after a cold start or a node's return it must never
+            # be a create-md, a forced primary or a mkfs (the VM tier reads this).
+            result["restore_changed"] = [{"role": c.role, "node": c.node, "what": c.what, "detail": c.detail}
+                                         for c in installed.changed]
+            result["restored_by"] = "appliance install"
+            checks = verify(site, runners, wait=wait).checks
+        result["after_restore"] = checks
     return result
 
 

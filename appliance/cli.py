@@ -342,6 +342,9 @@ def drill(fault: str = typer.Argument(..., help="kill-node | cut-link | kill-man
         if result["failures_after_first_answer"]:
             print(f"  it first answered after {result['seconds_until_first_answer']} s, then failed "
                   f"{result['failures_after_first_answer']} more time(s) before it held")
+        if "restored_by" in result:
+            print(f"  restored by {result['restored_by']}" + "".join(
+                f"; it changed {c['node']}: {c['what']}" for c in result["restore_changed"]))
         for check in result.get("after_restore", []):
             if not check["ok"]:
                 print(f"  after restoring: FAIL {check['check']}: {check['detail']}")

@@ -161,6 +161,17 @@ def restore(site: Site, node: lab.LabNode, lab_dir: Path, vips: tuple[str, str],
             _wait_while_fencing(lab_dir / node.name, fence_timeout, node)
 
 
+def heals_itself(vm_lab: bool, fault: str) -> bool:
+    """Whether a drill's restore first waits for the pair to heal with no operator.
+
+    A VM-lab machine boots after its fence and starts corosync and pacemaker from its units; a
+    killed daemon is restarted in place: the pair must come back whole by itself, and the restore
+    only runs the installer when it has not. A cold start (reboot-both) always gets the installer:
+    that install is one proof that no step is destructive on disks that hold data. A namespace-lab
+    node has no boot: its restore is the installer."""
+    return vm_lab and fault != "reboot-both"
+
+
 def restore_machine(node, lab_dir: Path, *, faulted_at: float | None = None, fence_timeout: float = FENCE_TIMEOUT,
                     progress=lambda m: None) -> None:
     """VM lab: once the survivor's fence of the machine is over, power it on and wait for its sshd.

@@ -98,3 +98,81 @@ def test_reboot_both_is_refused_on_the_namespace_lab_before_anything_is_touched(
         drill.drill(site, {"cloud-cc01": Untouchable()}, "reboot-both", None)
     report = caught.value.reports[0]
     assert report.code == "API_REFUSED" and "--kind vm" in report.fix and touched == []
+
+
+class RestoreRig:
+    """run_drill's restore with the drill, the machines, the installer and verify replaced: what
+    runs, in which order, for each lab and fault."""
+
+    def __init__(self, monkeypatch, tmp_path, *, vm_lab: bool, verdicts: list[bool]):
+        from types import SimpleNamespace
+
+        from appliance import actions, install, verify
+
+        self.events: list[str] = []
+        self.verdicts = list(verdicts)
+        inv = SimpleNamespace(lab=SimpleNamespace(enabled=not vm_lab, vm=vm_lab),
+                              cluster=SimpleNamespace(timeout_scale=4),
+                              network=SimpleNamespace(lan_vip="10.251.0.100", san_vip="10.250.0.100"))
+        node = SimpleNamespace(name="cloud-cc01")
+        site = SimpleNamespace(inventory=inv)
+        events = self.events
+
+        class Runner:
+            def run(self, argv, **kw):
+                events.append(" ".join(argv))
+
+            def close(self):
+                pass
+
+        class Installer:
+            def __init__(self, site, runners, progress):
+                pass
+
+            def run(self):
+                events.append("install")
+                return SimpleNamespace(changed=[SimpleNamespace(role="drbd", node="cloud-cc01", what="adjust",
+                                                                detail="one-disk")])
+
+        def fake_verify(site, runners, wait):
+            events.append(f"verify {wait}")
+            return SimpleNamespace(checks=[{"check": "pair", "ok": self.verdicts.pop(0), "detail": ""}])
+
+        monkeypatch.setattr(actions, "load_site", lambda *a, **kw: site)
+        monkeypatch.setattr(actions, "connect", lambda s: {"cloud-cc01": Runner(), "cloud-cc02": Runner()})
+        monkeypatch.setattr(drill, "drill", lambda *a, **kw: {"node": "cloud-cc01", "survivor": "cloud-cc02",
+                                                              "faulted_at": 0.0})
+        monkeypatch.setattr(drill, "_node_of", lambda s, name: node)
+        monkeypatch.setattr(drill, "restore_machine", lambda *a, **kw: events.append("power on, wait for ssh"))
+        monkeypatch.setattr(drill, "restore", lambda *a, **kw: events.append("start the node"))
+        monkeypatch.setattr(vm, "wait_for_ssh", lambda m, **kw: events.append(f"ssh {m.name}"))
+        monkeypatch.setattr(install, "Installer", Installer)
+        monkeypatch.setattr(verify, "verify", fake_verify)
+        self.run = lambda fault: actions.run_drill(tmp_path / "lab.toml", fault, None)
+
+
+def test_a_vm_lab_pair_that_heals_itself_is_not_reinstalled(monkeypatch, tmp_path):
+    rig = RestoreRig(monkeypatch, tmp_path, vm_lab=True, verdicts=[True])
+    result = rig.run("kill-node")
+    assert rig.events == ["power on, wait for ssh", "crm_resource --cleanup", "verify 480"]
+    assert result["restored_by"] == "the cluster" and result["restore_changed"] == []
+    assert result["after_restore"][0]["ok"]
+
+
+def test_a_vm_lab_pair_that_does_not_heal_gets_the_installer_and_a_second_verify(monkeypatch, tmp_path):
+    rig = RestoreRig(monkeypatch, tmp_path, vm_lab=True, verdicts=[False, True])
+    result = rig.run("kill-db")
+    assert rig.events == ["crm_resource --cleanup", "verify 480", "install", "verify 480"]
+    assert result["restored_by"] == "appliance install"
+    assert result["restore_changed"] == [{"role": "drbd", "node": "cloud-cc01", "what": "adjust",
+                                          "detail": "one-disk"}]
+    assert result["after_restore"][0]["ok"]  # the second verify's verdict, not the first
+
+
+def test_a_cold_start_and_the_namespace_lab_always_get_the_installer(monkeypatch, tmp_path):
+    rig = RestoreRig(monkeypatch, tmp_path, vm_lab=True, verdicts=[True])
+    assert rig.run("reboot-both")["restored_by"] == "appliance install"
+    assert rig.events == ["ssh cloud-cc01", "ssh cloud-cc02", "crm_resource --cleanup", "install", "verify 480"]
+    rig = RestoreRig(monkeypatch, tmp_path, vm_lab=False, verdicts=[True])
+    rig.run("kill-node")
+    assert rig.events == ["start the node", "crm_resource --cleanup", "install", "verify 480"]

@@ -71,9 +71,10 @@ def vmlab():
     assert not LAB.exists()
 
 
-def _install(progress=print) -> tuple[dict, float]:
+def _install(progress=print, verify: bool = True) -> tuple[dict, float]:
     """One `appliance install`; its progress also goes, with seconds since the start, to
-    bench/results/vmlab-install-N.log (where an install's time goes under TCG)."""
+    bench/results/vmlab-install-N.log (where an install's time goes under TCG). verify=False: the
+    installer alone, where the pair is known not to be healthy (no wait for verify to give up)."""
     from appliance import actions
 
     started = time.monotonic()
@@ -87,7 +88,15 @@ def _install(progress=print) -> tuple[dict, float]:
         progress(line)
 
     try:
-        document = actions.install(LAB / "lab.toml", None, check=False, progress=timed)
+        if verify:
+            document = actions.install(LAB / "lab.toml", None, check=False, progress=timed)
+        else:
+            from appliance.install import Installer
+            from appliance.inventory.load import load_site
+
+            site = load_site(LAB / "lab.toml", None, require_secrets=True)
+            result = Installer(site, actions.connect(site), progress=timed).run()
+            document = {"changed": [vars(c) for c in result.changed]}
     finally:
         log.close()
     return document, round(time.monotonic() - started, 1)
@@ -183,11 +192,42 @@ def test_second_install_changes_nothing_and_runs_no_destructive_command(vmlab):
     assert not [line for line in ran if DESTRUCTIVE.search(line)], ran
 
 
+def test_install_with_a_drbd_resource_down_changes_nothing_destructive_and_keeps_the_standby(vmlab):
+    """The passive frontend in standby: Pacemaker takes both DRBD resources down there. An install
+    now sees disks that hold metadata and data but no running resource, the state that tempts a
+    guard into create-md or mkfs. It must run neither, and must leave the operator's standby be."""
+    holder = _holder(vmlab)
+    passive = next(m for m in vmlab.FRONTENDS if m is not holder)
+    ssh(holder, f"crm node standby {passive.name}")
+    try:
+        for _ in range(240):
+            if not [s for s in _drbd(passive).values() if s["connection"] != "Unconfigured"]:
+                break
+            time.sleep(1)
+        assert not [s for s in _drbd(passive).values() if s["connection"] != "Unconfigured"], _drbd(passive)
+        lines: list[str] = []
+        document, seconds = _install(lines.append, verify=False)
+        _record("install_with_drbd_down_seconds", seconds)
+        ran = [line for line in lines if ": changed" in line or ": failed" in line]
+        assert not [line for line in ran if DESTRUCTIVE.search(line)], ran
+        done = [f"{c['node']}: {c['what']} {c.get('detail', '')}" for c in document["changed"]]
+        assert not [c for c in done if DESTRUCTIVE.search(c)], done
+        _record("install_with_drbd_down_changed", done)
+        standby = ssh(holder, f"crm_attribute --node {passive.name} --name standby --query --quiet").stdout
+        assert standby.strip() == "on", standby  # the operator's setting, not the installer's
+    finally:
+        ssh(holder, f"crm node online {passive.name}")
+    checks, _ = _settle(120 * 4)
+    failed = [c for c in checks if not c["ok"]]
+    assert not failed, failed
+
+
 @pytest.mark.parametrize("fault", ["kill-node", "cut-link", "kill-db", "kill-manager", "reboot-both"])
 def test_drill_loses_no_acknowledged_write_and_drbd_is_in_sync_after(vmlab, fault):
     """Each drill writes through the floating address, injects the fault on the active frontend
-    (reboot-both: a power cut of both), puts the pair back with `appliance install`, and verifies.
-    The restoring install must never be destructive: after a node's return or a cold start,
+    (reboot-both: a power cut of both), waits for the pair to heal by itself (after reboot-both:
+    `appliance install`; otherwise the installer only when the pair did not heal), and verifies.
+    A restoring install must never be destructive: after a node's return or a cold start,
     create-md, a forced primary or mkfs would mean the tool misread a disk that holds data."""
     from appliance import actions
 
@@ -196,7 +236,7 @@ def test_drill_loses_no_acknowledged_write_and_drbd_is_in_sync_after(vmlab, faul
     drbd = {c["check"]: c.get("detail", "") for c in result.get("after_restore", []) if c["check"].startswith("DRBD")}
     _record(fault.replace("-", "_"), {k: result.get(k) for k in (
         "seconds_until_api_answers", "seconds_until_first_answer", "acknowledged_writes",
-        "acknowledged_writes_lost", "node", "survivor")}
+        "acknowledged_writes_lost", "node", "survivor", "restored_by")}
         | {"drill_and_restore_seconds": round(time.monotonic() - started, 1), "drbd_after": drbd,
            "restore_changed": [f"{c['node']}: {c['what']}" for c in result.get("restore_changed", [])]})
     assert result["acknowledged_writes"] > 0 and result["acknowledged_writes_lost"] == 0, result
@@ -206,6 +246,8 @@ def test_drill_loses_no_acknowledged_write_and_drbd_is_in_sync_after(vmlab, faul
     failed = [c for c in result["after_restore"] if not c["ok"]]
     assert not failed, failed  # DRBD Connected UpToDate/UpToDate with 0 KiB out of sync is among them
     assert len(drbd) == 2, drbd
+    if fault == "reboot-both":
+        assert result["restored_by"] == "appliance install", result
 
 
 DRBDADM = "/lib/drbd/drbdadm-84"
