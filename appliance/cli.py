@@ -284,6 +284,20 @@ def lab_power(machine: str = typer.Argument(..., help="a VM lab machine, e.g. cl
         raise typer.Exit(2)  # fence-agents' convention: 2 is off
 
 
+@lab_app.command("replace")
+def lab_replace(machine: str = typer.Argument(..., help="a VM lab machine that is off, e.g. cloud-cc02"),
+                directory: Optional[Path] = LabDirOpt, as_json: bool = JsonOpt) -> None:
+    """VM lab: swap a machine for a new server (fresh system, blank disks, new SSH host key), to
+    practise docs/runbooks/replace-node.md. The machine must be off; it stays off."""
+    from appliance.lab import vm
+
+    lab_dir = _lab_dir(directory)
+    result = run_action(as_json, lambda: vm.replace_machine(lab_dir, vm.machine(machine)))
+    print(json.dumps(result) if as_json else
+          f"{result['machine']}: replaced ({', '.join(result['replaced'])}); new host key "
+          f"{result['host_key_fingerprint']}; power off (`appliance lab power {result['machine']} on`)")
+
+
 def _print_lab(result: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result, indent=2))

@@ -140,6 +140,8 @@ CATALOGUE: dict[str, Entry] = {
                                               "down` again"),
     "LAB_BUSY": (ExitCode.NOT_AVAILABLE, "one lab at a time: `appliance lab down` the other one first"),
     "LAB_UNKNOWN_MACHINE": (ExitCode.INVALID_INPUT, "name a machine `appliance lab status` lists"),
+    "LAB_NOT_FOUND": (ExitCode.INVALID_INPUT, "`appliance lab up --kind vm` first, or pass its --dir"),
+    "LAB_MACHINE_ON": (ExitCode.NOT_AVAILABLE, "`appliance lab power MACHINE off` first"),
     "PAIR_DEGRADED": (ExitCode.UNREACHABLE, "run `appliance status`; docs/runbooks/failover.md says what to do"),
     "WAIT_TIMEOUT": (ExitCode.STEP_FAILED, "the VMs did not reach the state in time; `appliance vm show` says why"),
     # the manager's API (core/api.py answers each with its HTTP status; the CLI shows the fix)

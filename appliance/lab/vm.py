@@ -252,6 +252,42 @@ def prepare_machine(lab: Path, m: Machine, image: vmimage.Image) -> None:
     atomic_write(directory / "qemu.json", json.dumps(qemu_argv(m, directory, image)).encode(), 0o600)
 
 
+# What prepare_machine creates for a machine: a replacement removes exactly these, nothing else of
+# the machine's directory (its console log and fence record stay: the history of the old server).
+REPLACED = ("root.qcow2", "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "seed.img", "qemu.json")
+
+
+def replace_machine(lab: Path, m: Machine, image: vmimage.Image | None = None) -> dict:
+    """A new server in the same rack slot: a fresh system from the image, blank DRBD disks and a new
+    SSH host key; the same name, addresses and disk paths. For practising docs/runbooks/replace-node.md.
+
+    Refused while the machine runs (a live disk is never pulled). known_hosts keeps the old key, as an
+    operator's would: the install then refuses the new one (HOST_KEY_CHANGED) until the runbook's
+    fingerprint check."""
+    directory = lab / m.name
+    if not (lab / KIND_FILE).exists() or not directory.is_dir():
+        raise ReportError([Report("LAB_NOT_FOUND", f"no VM lab machine {m.name} in {lab}", host=m.name,
+                                  value=str(lab), fix="`appliance lab up --kind vm` first")])
+    if qemu_pid(directory):
+        raise ReportError([Report("LAB_MACHINE_ON", f"{m.name} is on: its disks are in use", host=m.name,
+                                  value=m.name, fix=f"`appliance lab power {m.name} off` first (a power cut)")])
+    image = image or vmimage.build(progress=lambda message: None)
+    old_key = (directory / "ssh_host_ed25519_key.pub").read_text().split()[1] \
+        if (directory / "ssh_host_ed25519_key.pub").exists() else None
+    removed = []
+    for name in REPLACED + tuple(f"{disk}.img" for disk, _ in m.disks):
+        path = directory / name
+        if path.exists():
+            path.unlink()
+            removed.append(name)
+    prepare_machine(lab, m, image)
+    new_key = (directory / "ssh_host_ed25519_key.pub").read_text().split()[1]
+    fingerprint = subprocess.run(["ssh-keygen", "-lf", str(directory / "ssh_host_ed25519_key.pub")],
+                                 capture_output=True, text=True, check=True).stdout.split()[1]
+    return {"machine": m.name, "replaced": sorted(removed), "new_host_key": new_key != old_key,
+            "host_key_fingerprint": fingerprint, "power": "off"}
+
+
 def power_on(lab: Path, m: Machine) -> bool:
     """Start the machine's QEMU unless it runs. True when it was started."""
     directory = lab / m.name

@@ -217,3 +217,56 @@ def test_monitor_speaks_to_a_real_qemu_and_pulls_a_cable(tmp_path):
     finally:
         qemu.kill()
         qemu.wait()
+
+
+def _lab_with_one_machine(tmp_path, monkeypatch):
+    require_tool("qemu-img", "ssh-keygen", "mkfs.ext4")
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    (lab / vm.KIND_FILE).write_text("vm\n")
+    (lab / "pdu.key").write_text("k\n")
+    from appliance.lab import lab as netns_lab
+
+    netns_lab._keygen(lab / "client_key")
+    image = vmimage.Image(tmp_path / "image")
+    image.directory.mkdir()
+    subprocess.run(["truncate", "-s", "16M", str(image.disk)], check=True)
+    m = vm.machine("cloud-cc02")
+    vm.prepare_machine(lab, m, image)
+    return lab, m, image
+
+
+def test_replacing_a_machine_gives_a_fresh_system_blank_disks_and_a_new_host_key(tmp_path, monkeypatch):
+    lab, m, image = _lab_with_one_machine(tmp_path, monkeypatch)
+    directory = lab / m.name
+    monkeypatch.setattr(vm, "qemu_pid", lambda d: None)
+    (directory / "cloud.img").write_bytes(b"DRBD data the old server held")
+    (directory / "console.log").write_text("the old server's boot\n")
+    (directory / "fence.json").write_text("{}\n")
+    old_key = (directory / "ssh_host_ed25519_key.pub").read_text()
+    result = vm.replace_machine(lab, m, image)
+    assert result["new_host_key"] and (directory / "ssh_host_ed25519_key.pub").read_text() != old_key
+    assert "cloud.img" in result["replaced"] and "root.qcow2" in result["replaced"]
+    for disk, size in m.disks:  # blank again, at their full size
+        path = directory / f"{disk}.img"
+        assert path.stat().st_blocks == 0 and path.stat().st_size > 0
+    assert (directory / "console.log").read_text() == "the old server's boot\n"  # its history stays
+    assert (directory / "fence.json").exists()
+    assert result["host_key_fingerprint"].startswith("SHA256:")
+
+
+def test_a_running_machine_is_never_replaced(tmp_path, monkeypatch):
+    lab, m, image = _lab_with_one_machine(tmp_path, monkeypatch)
+    monkeypatch.setattr(vm, "qemu_pid", lambda d: 4242)
+    (lab / m.name / "cloud.img").write_bytes(b"data in use")
+    with pytest.raises(ReportError) as caught:
+        vm.replace_machine(lab, m, image)
+    report = caught.value.reports[0]
+    assert report.code == "LAB_MACHINE_ON" and "power cloud-cc02 off" in report.fix
+    assert (lab / m.name / "cloud.img").read_bytes() == b"data in use"
+
+
+def test_replace_outside_a_vm_lab_is_refused(tmp_path):
+    with pytest.raises(ReportError) as caught:
+        vm.replace_machine(tmp_path, vm.machine("cloud-cc02"))
+    assert caught.value.reports[0].code == "LAB_NOT_FOUND"

@@ -3,8 +3,9 @@
 One lab for the module, in order: boot, install (DRBD create-md, initial sync, mkfs, LVM, AoE,
 kernel NFS, Pacemaker with promotable DRBD clones and fencing through the lab's power switch), the
 hypervisor host using the VG over AoE and the export over the kernel NFS client, a second install
-that changes nothing, the drills (kill-node, cut-link, kill-db, kill-manager, reboot-both) while a
-client writes, and `lab down` leaving nothing.
+that changes nothing, an install with the DRBD resources down, the drills (kill-node, cut-link,
+kill-db, kill-manager, reboot-both) while a client writes, a split-brain and a node replacement by
+their runbooks, and `lab down` leaving nothing.
 
 Slow by nature (TCG emulation on two cores): `make test-vm`, which .ci/run calls after `make test`.
 Timings go to $APPLIANCE_VMLAB_RESULTS (default bench/results/vmlab.json).
@@ -71,7 +72,7 @@ def vmlab():
     assert not LAB.exists()
 
 
-def _install(progress=print, verify: bool = True) -> tuple[dict, float]:
+def _install(progress=print, verify: bool = True, trust_new_host_keys: bool = False) -> tuple[dict, float]:
     """One `appliance install`; its progress also goes, with seconds since the start, to
     bench/results/vmlab-install-N.log (where an install's time goes under TCG). verify=False: the
     installer alone, where the pair is known not to be healthy (no wait for verify to give up)."""
@@ -89,7 +90,8 @@ def _install(progress=print, verify: bool = True) -> tuple[dict, float]:
 
     try:
         if verify:
-            document = actions.install(LAB / "lab.toml", None, check=False, progress=timed)
+            document = actions.install(LAB / "lab.toml", None, check=False, progress=timed,
+                                       trust_new_host_keys=trust_new_host_keys)
         else:
             from appliance.install import Installer
             from appliance.inventory.load import load_site
@@ -322,6 +324,93 @@ def test_split_brain_is_detected_and_its_runbook_keeps_the_survivors_data(vmlab)
     checks, _ = _settle(120 * 4)
     failed = [c for c in checks if not c["ok"]]
     assert not failed, failed
+
+
+def _ssh_argv(machine) -> list[str]:
+    return ["ssh", "-i", str(LAB / "client_key"), "-o", f"UserKnownHostsFile={LAB / 'known_hosts'}",
+            "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", f"root@{machine.lan_ip}"]
+
+
+def _rebuild_replica(active, replica) -> None:
+    """docs/runbooks/replication-repair.md, "Rebuild a replica from the active node", as written."""
+    runbook = (Path(__file__).resolve().parents[2] / "docs" / "runbooks" / "replication-repair.md").read_text()
+    dump = "mariadb-dump --single-transaction --gtid --master-data=2 --databases appliance > /root/appliance.sql"
+    load = "(echo 'SET SESSION sql_log_bin=0;'; cat /root/appliance.sql) | mariadb"
+    restart = "SET GLOBAL gtid_slave_pos='{}'; CHANGE MASTER TO MASTER_USE_GTID=slave_pos; START SLAVE"
+    for command in (dump, load, "mariadb -e 'STOP SLAVE'", restart.format("POSITION-FROM-STEP-1")):
+        assert command in runbook, command
+    ssh(active, f"umask 077; {dump}")
+    position = ssh(active, "grep -m1 gtid_slave_pos /root/appliance.sql").stdout.split("'")[1]
+    copy = subprocess.run([*_ssh_argv(active), "cat /root/appliance.sql"], capture_output=True, check=True,
+                          timeout=300).stdout
+    subprocess.run([*_ssh_argv(replica), "umask 077; cat > /root/appliance.sql"], input=copy, check=True,
+                   timeout=300)
+    ssh(replica, "mariadb -e 'STOP SLAVE'")
+    ssh(replica, load)
+    ssh(replica, f"mariadb -e \"{restart.format(position)}\"")
+    for machine in (active, replica):
+        ssh(machine, "rm -f /root/appliance.sql")
+
+
+def test_replace_node_runbook_resyncs_a_blank_frontend_and_never_touches_the_survivors_disks(vmlab):
+    """docs/runbooks/replace-node.md on a new server: the passive frontend leaves the cluster, is
+    swapped (`appliance lab replace`: fresh system, blank disks, new host key) and installed again.
+    The plan and the install create metadata on the new node only: no initial sync, no mkfs, no
+    pvcreate anywhere, nothing destructive on the survivor; DRBD resyncs from the survivor, the
+    replica is rebuilt by replication-repair.md, and the pair verifies whole."""
+    from appliance import actions
+    from appliance.core.reports import ReportError
+
+    runbook = (Path(__file__).resolve().parents[2] / "docs" / "runbooks" / "replace-node.md").read_text()
+    for step in ("--check --live --trust-new-host-keys", "ssh-keygen -R ADDRESS -f KNOWN_HOSTS",
+                 "HOST_KEY_CHANGED", "Rebuild a replica"):
+        assert step in runbook, step
+    survivor = _holder(vmlab)
+    victim = next(m for m in vmlab.FRONTENDS if m is not survivor)
+    ssh(survivor, "echo kept > /srv/cloud/one/replace-probe && sync")
+    started = time.monotonic()
+    ssh(victim, "systemctl stop pacemaker corosync")  # it leaves cleanly: nobody fences it
+    vmlab.power_off(LAB, victim)
+    replaced = vmlab.replace_machine(LAB, victim)
+    assert replaced["new_host_key"], replaced
+    vmlab.power_on(LAB, victim)
+    vmlab.wait_for_ssh(victim)
+    # The old key is still in known_hosts: the installer refuses the new server until the runbook's check.
+    with pytest.raises(ReportError) as caught:
+        actions.install(LAB / "lab.toml", None, check=True)
+    assert "HOST_KEY_CHANGED" in {r.code for r in caught.value.reports}, caught.value.reports
+    for address in (victim.lan_ip, victim.san_ip):
+        subprocess.run(["ssh-keygen", "-R", address, "-f", str(LAB / "known_hosts")], check=True,
+                       capture_output=True)
+    plan = actions.install(LAB / "lab.toml", None, check=True, trust_new_host_keys=True)
+    planned = [f"{c['node']}: {c['what']} {c.get('detail', '')}" for c in plan["changed"]]
+    never = re.compile(r"initial sync|filesystem on|physical volume|create volume group|--overwrite-data-of-peer")
+    for resource in ("one-disk", "data-disk"):
+        assert [p for p in planned if p.startswith(victim.name) and f"create metadata for {resource}" in p], planned
+    assert not [p for p in planned if never.search(p)], planned
+    assert not [p for p in planned if p.startswith(survivor.name) and DESTRUCTIVE.search(p)], planned
+    lines: list[str] = []
+    document, seconds = _install(lines.append, verify=False, trust_new_host_keys=True)
+    done = [f"{c['node']}: {c['what']} {c.get('detail', '')}" for c in document["changed"]]
+    assert not [p for p in done if never.search(p)], done
+    assert not [p for p in done if p.startswith(survivor.name) and DESTRUCTIVE.search(p)], done
+    states = {}
+    for _ in range(900):  # the resync of both resources from the survivor
+        states = {m.name: _drbd(m) for m in vmlab.FRONTENDS}
+        if all(len(s) == 2 and all(r["connection"] == "Connected" and r["disk"] == r["peer_disk"] == "UpToDate"
+                                   for r in s.values()) for s in states.values()):
+            break
+        time.sleep(1)
+    resynced = round(time.monotonic() - started, 1)
+    _rebuild_replica(survivor, victim)
+    checks, _ = _settle(120 * 4)
+    _record("replace_node", {"install_seconds": seconds, "seconds_until_resynced": resynced,
+                             "seconds_until_verified": round(time.monotonic() - started, 1),
+                             "changed": done})
+    failed = [c for c in checks if not c["ok"]]
+    assert not failed, failed
+    assert ssh(survivor, "cat /srv/cloud/one/replace-probe").stdout == "kept\n"
+    ssh(survivor, "rm -f /srv/cloud/one/replace-probe")
 
 
 def test_lab_status_reports_every_machine_on_and_the_switch(vmlab):
