@@ -140,11 +140,15 @@ def monitor() -> int:
         if exc.absent and ocf.is_probe():
             return ocf.NOT_RUNNING  # no manager of ours runs without its config: the pid is another's
         raise
-    if config.backend == "mysql" and param("database_socket") and not ocf.is_probe() and _sql("SELECT 1") is None:
-        # Its supervisor (systemd, mariadbd-safe) restarts a crashed server within seconds; one that
-        # stays down fails the start that follows, after database_wait, and the group moves.
-        ocf.exit_reason(f"the local MariaDB does not answer on {param('database_socket')}")
-        return ocf.ERR_GENERIC
+    if config.backend == "mysql" and param("database_socket") and not ocf.is_probe():
+        # One query proves the local MariaDB answers and reads its replica's state.
+        replica = _sql("SHOW SLAVE STATUS", names=True)
+        if replica is None:
+            # Its supervisor (systemd, mariadbd-safe) restarts a crashed server within seconds; one that
+            # stays down fails the start that follows, after database_wait, and the group moves.
+            ocf.exit_reason(f"the local MariaDB does not answer on {param('database_socket')}")
+            return ocf.ERR_GENERIC
+        _retry_replica_after_a_gap(parse_rows(replica))
     if _answers(config.health_url):
         _resume_semisync_when_peer_replicates()
         return ocf.SUCCESS
@@ -181,16 +185,57 @@ def _wait_for_local_database(deadline: float) -> bool:
     return False
 
 
-def _sql(statement: str) -> str | None:
+def _sql(statement: str, names: bool = False) -> str | None:
     """One statement against the local MariaDB over its socket; None when it fails."""
     try:
         result = subprocess.run(["mariadb", f"--socket={param('database_socket')}", "--batch",
-                                 "--skip-column-names", "-e", statement], stdin=subprocess.DEVNULL,
+                                 *(() if names else ("--skip-column-names",)), "-e", statement],
+                                stdin=subprocess.DEVNULL,
                                 capture_output=True, text=True, errors="replace", timeout=30, check=False,
                                 env=ocf.child_env())
     except (OSError, subprocess.TimeoutExpired):
         return None
     return result.stdout if result.returncode == 0 else None
+
+
+def parse_rows(batch: str) -> list[dict[str, str]]:
+    """The mariadb client's --batch output with column names: tab-separated, one row per line."""
+    lines = batch.splitlines()
+    if not lines:
+        return []
+    header = lines[0].split("\t")
+    return [dict(zip(header, line.split("\t"))) for line in lines[1:]]
+
+
+# When the replica was last restarted after a gap (its mtime); in /run: a boot forgets it.
+REPLICA_RETRIED = Path("/run/appliance/replica-retried")
+RETRY_EVERY = 30.0  # seconds between two restarts of a replica the peer could not serve yet
+GAP = "which is not in the master's binlog"
+
+
+def _retry_replica_after_a_gap(rows: list[dict[str, str]], now=time.time) -> bool:
+    """After both nodes lost power, the peer can have lost the last events it had received from
+    this node (written, not yet on its disk) while this node, their source, kept them. This node's
+    replica then asks the peer to start after a GTID the peer no longer has: error 1236, which
+    MariaDB treats as fatal and never retries, although the peer fetches those events again from
+    this node within seconds. Seen on the VM lab's reboot-both: replication into the active node
+    stayed stopped until an install restarted it. Restart the IO thread here, at most every 30 s,
+    and only for that error: a purged binlog or another error stays for status and the runbook.
+    True when it restarted it."""
+    if len(rows) != 1:
+        return False
+    row = rows[0]
+    if row.get("Slave_IO_Running") != "No" or row.get("Last_IO_Errno") != "1236" or \
+            GAP not in row.get("Last_IO_Error", ""):
+        return False
+    try:
+        if now() - REPLICA_RETRIED.stat().st_mtime < RETRY_EVERY:
+            return False
+    except FileNotFoundError:
+        pass
+    REPLICA_RETRIED.parent.mkdir(parents=True, exist_ok=True)
+    REPLICA_RETRIED.touch()
+    return _sql("START SLAVE IO_THREAD") is not None
 
 
 def _local_database_read_only(read_only: bool) -> None:

@@ -73,3 +73,31 @@ def test_read_only_follows_the_manager(local_db):
     assert ocf_manager._sql("SELECT @@GLOBAL.read_only").strip() == "1"
     ocf_manager._local_database_read_only(False)
     assert ocf_manager._sql("SELECT @@GLOBAL.read_only").strip() == "0"
+
+
+def test_the_replica_columns_the_agent_reads_are_the_ones_mariadb_shows(local_db, tmp_path, monkeypatch):
+    """The retry after a gap reads SHOW SLAVE STATUS by column name: check those names on a real
+    server, with a replica configured and stopped (no retry: its error is not the gap)."""
+    monkeypatch.setattr(ocf_manager, "REPLICA_RETRIED", tmp_path / "replica-retried")
+    assert ocf_manager.parse_rows(ocf_manager._sql("SHOW SLAVE STATUS", names=True)) == []  # not a replica
+    ocf_manager._sql("CHANGE MASTER TO MASTER_HOST='192.0.2.1', MASTER_PORT=3306, MASTER_USER='repl', "
+                     "MASTER_CONNECT_RETRY=60, MASTER_USE_GTID=slave_pos")
+    try:
+        rows = ocf_manager.parse_rows(ocf_manager._sql("SHOW SLAVE STATUS", names=True))
+        assert len(rows) == 1
+        row = rows[0]
+        assert row["Master_Host"] == "192.0.2.1" and row["Slave_IO_Running"] == "No"
+        assert {"Last_IO_Errno", "Last_IO_Error"} <= set(row)
+        assert not ocf_manager._retry_replica_after_a_gap(rows)
+        assert not (tmp_path / "replica-retried").exists()
+        # The same row with the gap's error: the agent restarts the IO thread (it starts, and keeps
+        # trying the unreachable address, which is what START SLAVE IO_THREAD does).
+        gap = [dict(row, Last_IO_Errno="1236", Last_IO_Error="Got fatal error 1236 from master when reading "
+                    "data from binary log: 'Error: connecting slave requested to start from GTID 1-10-301, "
+                    "which is not in the master's binlog'")]
+        assert ocf_manager._retry_replica_after_a_gap(gap)
+        running = ocf_manager.parse_rows(ocf_manager._sql("SHOW SLAVE STATUS", names=True))[0]
+        assert running["Slave_IO_Running"] in ("Connecting", "Yes"), running["Last_IO_Error"]
+    finally:
+        ocf_manager._sql("STOP SLAVE")
+        ocf_manager._sql("RESET SLAVE ALL")

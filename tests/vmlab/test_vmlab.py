@@ -30,6 +30,9 @@ RESULTS = Path(os.environ.get("APPLIANCE_VMLAB_RESULTS",
 DESTRUCTIVE = re.compile(r"create-md|--overwrite-data-of-peer|primary --force|mkfs|pvcreate|vgcreate|lvremove|wipefs"
                          r"|create metadata|initial sync|filesystem on|physical volume|create volume group")
 TIMINGS: dict[str, object] = {}
+# APPLIANCE_VMLAB_KEEP=1: reuse a running lab and leave it up afterwards, to rerun one test (-k) in
+# minutes instead of a boot and a first install. CI never sets it: its run starts from nothing.
+KEEP = os.environ.get("APPLIANCE_VMLAB_KEEP") == "1"
 
 
 def _record(key: str, value: object) -> None:
@@ -56,14 +59,16 @@ def vmlab():
         if in_ci():
             pytest.fail("the VM lab needs root (tap devices, bridges)")
         pytest.skip("the VM lab needs root (tap devices, bridges)")
-    if LAB.exists():
+    if LAB.exists() and not KEEP:
         vm.down(LAB)
-    started = time.monotonic()
+    started = time.monotonic()  # with KEEP, `up` leaves a running lab as it is (idempotent)
     result = vm.up(LAB, progress=print)
     _record("lab_up_seconds", round(time.monotonic() - started, 1))
     _record("seconds_until_ssh", result["seconds_until_ssh"])
     _record("qemu_rss_mib", {m["name"]: m["rss_mib"] for m in result["machines"]})
     yield vm
+    if KEEP:
+        return
     removed = vm.down(LAB)
     assert str(LAB) in removed
     links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
@@ -261,13 +266,58 @@ def _drbd(machine) -> dict:
     return parse_proc_drbd(ssh(machine, "cat /proc/drbd").stdout)
 
 
-def test_split_brain_is_detected_and_its_runbook_keeps_the_survivors_data(vmlab):
-    """A real DRBD split-brain on one-disk, then docs/runbooks/split-brain.md step by step.
+def _split(vmlab, survivor, victim, tag: str, stay_primary: bool) -> None:
+    """Cut the victim's replication link (the SAN; corosync keeps the LAN, so nobody is fenced),
+    write on both sides of one-disk, the victim forced primary as an operator in a hurry would, and
+    heal the link with the victim still Primary or back to Secondary."""
+    vmlab.set_link(LAB, victim, "san", up=False)
+    try:
+        for _ in range(120):  # DRBD notices the silent peer after its ping timeout
+            if _drbd(victim)[1]["connection"] != "Connected":
+                break
+            time.sleep(1)
+        ssh(survivor, f"echo survivor > /srv/cloud/one/{tag}-survivor && sync")
+        ssh(victim, f"{DRBDADM} primary --force one-disk && mkdir -p /mnt/sb && mount /dev/drbd1 /mnt/sb && "
+                    f"echo victim > /mnt/sb/{tag}-victim && sync && umount /mnt/sb" +
+                    ("" if stay_primary else f" && {DRBDADM} secondary one-disk"))
+    finally:
+        vmlab.set_link(LAB, victim, "san", up=True)
 
-    The replication link (the SAN) of the passive frontend is cut while corosync keeps talking over
-    the LAN, so nobody is fenced; the passive side is forced primary and written to, as an operator
-    in a hurry would; the link comes back and DRBD refuses to reconnect. `appliance status` must
-    name it; the runbook must end with the survivor's writes kept and the victim's discarded."""
+
+def _in_sync(vmlab, seconds: int = 300) -> dict:
+    states = {}
+    for _ in range(seconds):
+        states = {m.name: _drbd(m)[1] for m in vmlab.FRONTENDS}
+        if all(s["connection"] == "Connected" and s["disk"] == s["peer_disk"] == "UpToDate"
+               and s["out_of_sync_kib"] == 0 for s in states.values()):
+            break
+        time.sleep(1)
+    return states
+
+
+def test_split_brain_with_one_primary_is_resolved_by_drbd_keeping_the_primarys_data(vmlab):
+    """The victim wrote and went back to Secondary before the link returned: DRBD's
+    after-sb-1pri discard-secondary resolves it on reconnect, with the Primary's data (the side
+    that runs the services). Seen first on this lab, where the runbook's test expected StandAlone."""
+    survivor = _holder(vmlab)
+    victim = next(m for m in vmlab.FRONTENDS if m is not survivor)
+    ssh(survivor, "crm configure property maintenance-mode=true")
+    try:
+        _split(vmlab, survivor, victim, "sb1", stay_primary=False)
+        states = _in_sync(vmlab)
+    finally:
+        ssh(survivor, "crm configure property maintenance-mode=false")
+    assert all(s["connection"] == "Connected" and s["out_of_sync_kib"] == 0 for s in states.values()), states
+    assert "Split-Brain detected" in ssh(victim, "dmesg").stdout + ssh(survivor, "dmesg").stdout
+    assert ssh(survivor, "cat /srv/cloud/one/sb1-survivor").stdout == "survivor\n"
+    assert ssh(survivor, "test -e /srv/cloud/one/sb1-victim", check=False).returncode == 1
+    ssh(survivor, "rm -f /srv/cloud/one/sb1-survivor")
+
+
+def test_split_brain_with_two_primaries_is_detected_and_its_runbook_keeps_the_survivors_data(vmlab):
+    """A split-brain DRBD will not resolve: the victim is still Primary when the link returns
+    (after-sb-2pri disconnect). `appliance status` must name it; docs/runbooks/split-brain.md,
+    step by step, must end with the survivor's writes kept and the victim's discarded."""
     from appliance import actions
 
     runbook = (Path(__file__).resolve().parents[2] / "docs" / "runbooks" / "split-brain.md").read_text()
@@ -280,17 +330,7 @@ def test_split_brain_is_detected_and_its_runbook_keeps_the_survivors_data(vmlab)
     victim = next(m for m in vmlab.FRONTENDS if m is not survivor)
     started = time.monotonic()
     ssh(survivor, steps[0])
-    vmlab.set_link(LAB, victim, "san", up=False)
-    try:
-        for _ in range(120):  # DRBD notices the silent peer after its ping timeout
-            if _drbd(victim)[1]["connection"] != "Connected":
-                break
-            time.sleep(1)
-        ssh(survivor, "echo survivor > /srv/cloud/one/split-survivor && sync")
-        ssh(victim, f"{DRBDADM} primary --force one-disk && mkdir -p /mnt/sb && mount /dev/drbd1 /mnt/sb && "
-                    f"echo victim > /mnt/sb/split-victim && sync && umount /mnt/sb && {DRBDADM} secondary one-disk")
-    finally:
-        vmlab.set_link(LAB, victim, "san", up=True)
+    _split(vmlab, survivor, victim, "sb2", stay_primary=True)
     states = {}
     for _ in range(120):
         states = {m.name: _drbd(m)[1] for m in vmlab.FRONTENDS}
@@ -308,22 +348,107 @@ def test_split_brain_is_detected_and_its_runbook_keeps_the_survivors_data(vmlab)
     ssh(victim, f"{steps[1]} && {steps[2]}")
     if _drbd(survivor)[1]["connection"] == "StandAlone":
         ssh(survivor, steps[3])
-    for _ in range(300):
-        states = {m.name: _drbd(m)[1] for m in vmlab.FRONTENDS}
-        if all(s["connection"] == "Connected" and s["disk"] == s["peer_disk"] == "UpToDate"
-               and s["out_of_sync_kib"] == 0 for s in states.values()):
-            break
-        time.sleep(1)
+    _in_sync(vmlab)
     ssh(survivor, f"{steps[4]} && {steps[5]}")
     resolved = round(time.monotonic() - started - detected, 1)
     _record("split_brain", {"out_of_sync_kib_at_detection": out_of_sync, "seconds_to_detection": detected,
                             "seconds_to_resolve_by_runbook": resolved})
-    assert ssh(survivor, "cat /srv/cloud/one/split-survivor").stdout == "survivor\n"
-    assert ssh(survivor, "test -e /srv/cloud/one/split-victim", check=False).returncode == 1
-    ssh(survivor, "rm -f /srv/cloud/one/split-survivor")
+    assert ssh(survivor, "cat /srv/cloud/one/sb2-survivor").stdout == "survivor\n"
+    assert ssh(survivor, "test -e /srv/cloud/one/sb2-victim", check=False).returncode == 1
+    ssh(survivor, "rm -f /srv/cloud/one/sb2-survivor")
     checks, _ = _settle(120 * 4)
     failed = [c for c in checks if not c["ok"]]
     assert not failed, failed
+
+
+def _boot_id(machine) -> str:
+    return ssh(machine, "cat /proc/sys/kernel/random/boot_id").stdout.strip()
+
+
+def _manager_on(machine) -> bool:
+    out = ssh(machine, "crm_resource --locate --resource p_manager", check=False).stdout
+    return f"running on: {machine.name}" in out
+
+
+def _wait(predicate, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what}: not within {seconds:g} s"
+        time.sleep(2)  # poll interval inside the deadline
+
+
+def test_maintenance_runbook_moves_the_services_reboots_one_node_and_brings_it_back(vmlab):
+    """docs/runbooks/maintenance.md on the node that runs the services: standby moves them now,
+    the node reboots and stays in standby, online resyncs only the blocks written meanwhile, and
+    the services stay where they went (no failback)."""
+    runbook = (Path(__file__).resolve().parents[2] / "docs" / "runbooks" / "maintenance.md").read_text()
+    for step in ("crm node standby NODE", "crm node online NODE", "`oos:`"):
+        assert step in runbook, step
+    node = _holder(vmlab)
+    peer = next(m for m in vmlab.FRONTENDS if m is not node)
+    started = time.monotonic()
+    ssh(peer, f"crm node standby {node.name}")
+    try:
+        _wait(lambda: _manager_on(peer), 120 * 4, "the group on the peer after standby")
+        moved = round(time.monotonic() - started, 1)
+        ssh(peer, "dd if=/dev/urandom of=/srv/cloud/one/maintenance-probe bs=64k count=16 status=none && sync")
+        oos = _drbd(peer)[1]["out_of_sync_kib"]
+        assert oos and oos > 0, _drbd(peer)  # counted while the node is away
+        before = _boot_id(node)
+        ssh(node, "systemctl reboot", check=False)
+        _wait(lambda: ssh(node, "cat /proc/sys/kernel/random/boot_id", check=False).stdout.strip() not in ("", before),
+              vmlab.BOOT_TIMEOUT, f"{node.name} back from its reboot")
+        standby = ssh(peer, f"crm_attribute --node {node.name} --name standby --query --quiet").stdout.strip()
+        assert standby == "on", standby  # a rebooted node stays in standby until the operator says
+    finally:
+        ssh(peer, f"crm node online {node.name}")
+    checks, _ = _settle(120 * 4)
+    failed = [c for c in checks if not c["ok"]]
+    assert not failed, failed
+    assert _manager_on(peer)  # stickiness: no failback
+    _record("maintenance", {"seconds_until_moved": moved, "out_of_sync_kib_while_away": oos,
+                            "seconds_until_verified": round(time.monotonic() - started, 1)})
+    ssh(peer, "rm -f /srv/cloud/one/maintenance-probe")
+
+
+def test_cold_start_runbook_starts_one_node_alone_and_the_other_rejoins(vmlab):
+    """docs/runbooks/cold-start.md, section B: both frontends lose power, only one comes back. It
+    waits for its peer (wait_for_all) and starts nothing; the operator vouches that the peer is off,
+    cancels the wait, and the lone node runs the services on its own DRBD. The peer then returns and
+    resyncs from it."""
+    runbook = (Path(__file__).resolve().parents[2] / "docs" / "runbooks" / "cold-start.md").read_text()
+    steps = ("corosync-cmapctl -g runtime.votequorum.wait_for_all_status", "stonith_admin --confirm OTHER-NODE",
+             "corosync-cmapctl -s quorum.cancel_wait_for_all u8 1", "corosync-quorumtool -s")
+    for step in steps:
+        assert step in runbook, step
+    lone = _holder(vmlab)
+    broken = next(m for m in vmlab.FRONTENDS if m is not lone)
+    ssh(lone, "echo before-the-cut > /srv/cloud/one/cold-probe && sync")
+    for machine in vmlab.FRONTENDS:
+        vmlab.power_off(LAB, machine)
+    started = time.monotonic()
+    vmlab.power_on(LAB, lone)
+    vmlab.wait_for_ssh(lone)
+
+    def waiting() -> bool:
+        return "= 1" in ssh(lone, steps[0], check=False).stdout
+    _wait(waiting, 300, "corosync's wait_for_all on the lone node")
+    assert not _manager_on(lone)  # it starts nothing on data that may be older than its peer's
+    ssh(lone, f"stonith_admin --confirm {broken.name}")
+    ssh(lone, steps[2])
+    _wait(lambda: re.search(r"Quorate:\s+Yes", ssh(lone, steps[3], check=False).stdout) is not None, 120,
+          "quorum after the cancel")
+    _wait(lambda: _manager_on(lone), 120 * 4, "the services on the lone node")
+    alone = round(time.monotonic() - started, 1)
+    assert ssh(lone, "cat /srv/cloud/one/cold-probe").stdout == "before-the-cut\n"
+    vmlab.power_on(LAB, broken)
+    vmlab.wait_for_ssh(broken)
+    checks, _ = _settle(120 * 4)
+    failed = [c for c in checks if not c["ok"]]
+    assert not failed, failed
+    _record("cold_start_one_node", {"seconds_until_services_alone": alone,
+                                    "seconds_until_pair_verified": round(time.monotonic() - started, 1)})
+    ssh(lone, "rm -f /srv/cloud/one/cold-probe")
 
 
 def _ssh_argv(machine) -> list[str]:
