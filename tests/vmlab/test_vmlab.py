@@ -438,7 +438,12 @@ def test_cold_start_runbook_starts_one_node_alone_and_the_other_rejoins(vmlab):
     ssh(lone, steps[2])
     _wait(lambda: re.search(r"Quorate:\s+Yes", ssh(lone, steps[3], check=False).stdout) is not None, 120,
           "quorum after the cancel")
-    _wait(lambda: _manager_on(lone), 120 * 4, "the services on the lone node")
+    try:
+        _wait(lambda: _manager_on(lone), 120 * 4, "the services on the lone node")
+    except AssertionError as exc:  # what Pacemaker and DRBD say, for whoever reads the failure
+        said = ssh(lone, "crm_mon -1 -f -A; cat /proc/drbd; corosync-quorumtool -s; "
+                         "stonith_admin --history '*'", check=False).stdout
+        raise AssertionError(f"{exc}\n{said[-4000:]}") from None
     alone = round(time.monotonic() - started, 1)
     assert ssh(lone, "cat /srv/cloud/one/cold-probe").stdout == "before-the-cut\n"
     vmlab.power_on(LAB, broken)
