@@ -438,6 +438,14 @@ def test_cold_start_runbook_starts_one_node_alone_and_the_other_rejoins(vmlab):
     ssh(lone, steps[2])
     _wait(lambda: re.search(r"Quorate:\s+Yes", ssh(lone, steps[3], check=False).stdout) is not None, 120,
           "quorum after the cancel")
+    # Step 4: the lone node's disks are Consistent, not UpToDate (seen 2026-12-07): this node ran the
+    # services last, so the operator declares its copy current.
+    declare = f"{DRBDADM} primary --force one-disk && {DRBDADM} secondary one-disk"
+    assert declare in runbook, declare
+    _wait(lambda: len(_drbd(lone)) == 2, 120, "both DRBD resources attached on the lone node")
+    for minor, resource in ((1, "one-disk"), (2, "data-disk")):
+        if _drbd(lone)[minor]["disk"] == "Consistent":
+            ssh(lone, declare.replace("one-disk", resource))
     try:
         _wait(lambda: _manager_on(lone), 120 * 4, "the services on the lone node")
     except AssertionError as exc:  # what Pacemaker and DRBD say, for whoever reads the failure
