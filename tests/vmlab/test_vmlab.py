@@ -41,10 +41,13 @@ def _record(key: str, value: object) -> None:
     RESULTS.write_text(json.dumps(TIMINGS, indent=2, sort_keys=True) + "\n")
 
 
+def _ssh_argv(machine) -> list[str]:
+    return ["ssh", "-i", str(LAB / "client_key"), "-o", f"UserKnownHostsFile={LAB / 'known_hosts'}",
+            "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", f"root@{machine.lan_ip}"]
+
+
 def ssh(machine, command: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(["ssh", "-i", str(LAB / "client_key"), "-o", f"UserKnownHostsFile={LAB / 'known_hosts'}",
-                             "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", f"root@{machine.lan_ip}", command],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run([*_ssh_argv(machine), command], capture_output=True, text=True, timeout=600)
     if check:
         assert result.returncode == 0, f"{machine.name}: {command}: {result.stderr[-500:]}"
     return result
@@ -77,9 +80,17 @@ def vmlab():
     assert not LAB.exists()
 
 
-def _install(progress=print, verify: bool = True, trust_new_host_keys: bool = False) -> tuple[dict, float]:
+def _wait(predicate, seconds: float, what: str, every: float = 1.0):
+    """Poll until predicate() holds; fail naming what did not happen within the deadline."""
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what}: not within {seconds:g} s"
+        time.sleep(every)  # poll interval inside the deadline
+
+
+def _install(progress=print, then_verify: bool = True, trust_new_host_keys: bool = False) -> tuple[dict, float]:
     """One `appliance install`; its progress also goes, with seconds since the start, to
-    bench/results/vmlab-install-N.log (where an install's time goes under TCG). verify=False: the
+    bench/results/vmlab-install-N.log (where an install's time goes under TCG). then_verify=False: the
     installer alone, where the pair is known not to be healthy (no wait for verify to give up)."""
     from appliance import actions
 
@@ -94,7 +105,7 @@ def _install(progress=print, verify: bool = True, trust_new_host_keys: bool = Fa
         progress(line)
 
     try:
-        if verify:
+        if then_verify:
             document = actions.install(LAB / "lab.toml", None, check=False, progress=timed,
                                        trust_new_host_keys=trust_new_host_keys)
         else:
@@ -207,13 +218,10 @@ def test_install_with_a_drbd_resource_down_changes_nothing_destructive_and_keeps
     passive = next(m for m in vmlab.FRONTENDS if m is not holder)
     ssh(holder, f"crm node standby {passive.name}")
     try:
-        for _ in range(240):
-            if not [s for s in _drbd(passive).values() if s["connection"] != "Unconfigured"]:
-                break
-            time.sleep(1)
-        assert not [s for s in _drbd(passive).values() if s["connection"] != "Unconfigured"], _drbd(passive)
+        _wait(lambda: not [s for s in _drbd(passive).values() if s["connection"] != "Unconfigured"], 240,
+              f"both DRBD resources down on {passive.name} in standby")
         lines: list[str] = []
-        document, seconds = _install(lines.append, verify=False)
+        document, seconds = _install(lines.append, then_verify=False)
         _record("install_with_drbd_down_seconds", seconds)
         ran = [line for line in lines if ": changed" in line or ": failed" in line]
         assert not [line for line in ran if DESTRUCTIVE.search(line)], ran
@@ -243,7 +251,7 @@ def test_drill_loses_no_acknowledged_write_and_drbd_is_in_sync_after(vmlab, faul
     drbd = {c["check"]: c.get("detail", "") for c in result.get("after_restore", []) if c["check"].startswith("DRBD")}
     _record(fault.replace("-", "_"), {k: result.get(k) for k in (
         "seconds_until_api_answers", "seconds_until_first_answer", "acknowledged_writes",
-        "acknowledged_writes_lost", "node", "survivor", "restored_by")}
+        "acknowledged_writes_lost", "node", "survivor", "restored_by", "healed_by_itself")}
         | {"drill_and_restore_seconds": round(time.monotonic() - started, 1), "drbd_after": drbd,
            "restore_changed": [f"{c['node']}: {c['what']}" for c in result.get("restore_changed", [])]})
     assert result["acknowledged_writes"] > 0 and result["acknowledged_writes_lost"] == 0, result
@@ -272,10 +280,8 @@ def _split(vmlab, survivor, victim, tag: str, stay_primary: bool) -> None:
     heal the link with the victim still Primary or back to Secondary."""
     vmlab.set_link(LAB, victim, "san", up=False)
     try:
-        for _ in range(120):  # DRBD notices the silent peer after its ping timeout
-            if _drbd(victim)[1]["connection"] != "Connected":
-                break
-            time.sleep(1)
+        # DRBD notices the silent peer after its ping timeout.
+        _wait(lambda: _drbd(victim)[1]["connection"] != "Connected", 120, "DRBD noticing the cut link")
         ssh(survivor, f"echo survivor > /srv/cloud/one/{tag}-survivor && sync")
         ssh(victim, f"{DRBDADM} primary --force one-disk && mkdir -p /mnt/sb && mount /dev/drbd1 /mnt/sb && "
                     f"echo victim > /mnt/sb/{tag}-victim && sync && umount /mnt/sb" +
@@ -284,15 +290,12 @@ def _split(vmlab, survivor, victim, tag: str, stay_primary: bool) -> None:
         vmlab.set_link(LAB, victim, "san", up=True)
 
 
-def _in_sync(vmlab, seconds: int = 300) -> dict:
-    states = {}
-    for _ in range(seconds):
-        states = {m.name: _drbd(m)[1] for m in vmlab.FRONTENDS}
-        if all(s["connection"] == "Connected" and s["disk"] == s["peer_disk"] == "UpToDate"
-               and s["out_of_sync_kib"] == 0 for s in states.values()):
-            break
-        time.sleep(1)
-    return states
+def _synced(vmlab, minors: tuple[int, ...] = (1,)) -> bool:
+    """Both frontends Connected, UpToDate/UpToDate, nothing out of sync, on every minor named."""
+    states = {m.name: _drbd(m) for m in vmlab.FRONTENDS}
+    return all(minor in s and s[minor]["connection"] == "Connected" and
+               s[minor]["disk"] == s[minor]["peer_disk"] == "UpToDate" and s[minor]["out_of_sync_kib"] == 0
+               for s in states.values() for minor in minors)
 
 
 def test_split_brain_with_one_primary_is_resolved_by_drbd_keeping_the_primarys_data(vmlab):
@@ -304,10 +307,9 @@ def test_split_brain_with_one_primary_is_resolved_by_drbd_keeping_the_primarys_d
     ssh(survivor, "crm configure property maintenance-mode=true")
     try:
         _split(vmlab, survivor, victim, "sb1", stay_primary=False)
-        states = _in_sync(vmlab)
+        _wait(lambda: _synced(vmlab), 300, "one-disk connected and in sync after the one-primary split")
     finally:
         ssh(survivor, "crm configure property maintenance-mode=false")
-    assert all(s["connection"] == "Connected" and s["out_of_sync_kib"] == 0 for s in states.values()), states
     assert "Split-Brain detected" in ssh(victim, "dmesg").stdout + ssh(survivor, "dmesg").stdout
     assert ssh(survivor, "cat /srv/cloud/one/sb1-survivor").stdout == "survivor\n"
     assert ssh(survivor, "test -e /srv/cloud/one/sb1-victim", check=False).returncode == 1
@@ -331,13 +333,9 @@ def test_split_brain_with_two_primaries_is_detected_and_its_runbook_keeps_the_su
     started = time.monotonic()
     ssh(survivor, steps[0])
     _split(vmlab, survivor, victim, "sb2", stay_primary=True)
-    states = {}
-    for _ in range(120):
-        states = {m.name: _drbd(m)[1] for m in vmlab.FRONTENDS}
-        if "StandAlone" in {s["connection"] for s in states.values()}:
-            break
-        time.sleep(1)
-    assert "StandAlone" in {s["connection"] for s in states.values()}, states
+    _wait(lambda: "StandAlone" in {_drbd(m)[1]["connection"] for m in vmlab.FRONTENDS}, 120,
+          "DRBD refusing to reconnect two Primaries (StandAlone)")
+    states = {m.name: _drbd(m)[1] for m in vmlab.FRONTENDS}
     assert "Split-Brain detected" in ssh(victim, "dmesg").stdout + ssh(survivor, "dmesg").stdout
     document = actions.status(LAB / "lab.toml")
     check = next(c for c in document["checks"] if c["check"] == "DRBD one-disk in sync")
@@ -348,7 +346,7 @@ def test_split_brain_with_two_primaries_is_detected_and_its_runbook_keeps_the_su
     ssh(victim, f"{steps[1]} && {steps[2]}")
     if _drbd(survivor)[1]["connection"] == "StandAlone":
         ssh(survivor, steps[3])
-    _in_sync(vmlab)
+    _wait(lambda: _synced(vmlab), 300, "one-disk in sync after the runbook")
     ssh(survivor, f"{steps[4]} && {steps[5]}")
     resolved = round(time.monotonic() - started - detected, 1)
     _record("split_brain", {"out_of_sync_kib_at_detection": out_of_sync, "seconds_to_detection": detected,
@@ -370,13 +368,6 @@ def _manager_on(machine) -> bool:
     return f"running on: {machine.name}" in out
 
 
-def _wait(predicate, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what}: not within {seconds:g} s"
-        time.sleep(2)  # poll interval inside the deadline
-
-
 def test_maintenance_runbook_moves_the_services_reboots_one_node_and_brings_it_back(vmlab):
     """docs/runbooks/maintenance.md on the node that runs the services: standby moves them now,
     the node reboots and stays in standby, online resyncs only the blocks written meanwhile, and
@@ -389,7 +380,7 @@ def test_maintenance_runbook_moves_the_services_reboots_one_node_and_brings_it_b
     started = time.monotonic()
     ssh(peer, f"crm node standby {node.name}")
     try:
-        _wait(lambda: _manager_on(peer), 120 * 4, "the group on the peer after standby")
+        _wait(lambda: _manager_on(peer), 120 * 4, "the group on the peer after standby", every=2)
         moved = round(time.monotonic() - started, 1)
         ssh(peer, "dd if=/dev/urandom of=/srv/cloud/one/maintenance-probe bs=64k count=16 status=none && sync")
         oos = _drbd(peer)[1]["out_of_sync_kib"]
@@ -464,11 +455,6 @@ def test_cold_start_runbook_starts_one_node_alone_and_the_other_rejoins(vmlab):
     ssh(lone, "rm -f /srv/cloud/one/cold-probe")
 
 
-def _ssh_argv(machine) -> list[str]:
-    return ["ssh", "-i", str(LAB / "client_key"), "-o", f"UserKnownHostsFile={LAB / 'known_hosts'}",
-            "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", f"root@{machine.lan_ip}"]
-
-
 def _rebuild_replica(active, replica) -> None:
     """docs/runbooks/replication-repair.md, "Rebuild a replica from the active node", as written."""
     runbook = (Path(__file__).resolve().parents[2] / "docs" / "runbooks" / "replication-repair.md").read_text()
@@ -528,17 +514,11 @@ def test_replace_node_runbook_resyncs_a_blank_frontend_and_never_touches_the_sur
     assert not [p for p in planned if never.search(p)], planned
     assert not [p for p in planned if p.startswith(survivor.name) and DESTRUCTIVE.search(p)], planned
     lines: list[str] = []
-    document, seconds = _install(lines.append, verify=False, trust_new_host_keys=True)
+    document, seconds = _install(lines.append, then_verify=False, trust_new_host_keys=True)
     done = [f"{c['node']}: {c['what']} {c.get('detail', '')}" for c in document["changed"]]
     assert not [p for p in done if never.search(p)], done
     assert not [p for p in done if p.startswith(survivor.name) and DESTRUCTIVE.search(p)], done
-    states = {}
-    for _ in range(900):  # the resync of both resources from the survivor
-        states = {m.name: _drbd(m) for m in vmlab.FRONTENDS}
-        if all(len(s) == 2 and all(r["connection"] == "Connected" and r["disk"] == r["peer_disk"] == "UpToDate"
-                                   for r in s.values()) for s in states.values()):
-            break
-        time.sleep(1)
+    _wait(lambda: _synced(vmlab, (1, 2)), 900, "the resync of both resources from the survivor")
     resynced = round(time.monotonic() - started, 1)
     _rebuild_replica(survivor, victim)
     checks, _ = _settle(120 * 4)
