@@ -234,9 +234,11 @@ def run_drill(inventory: Path, fault: str, node: str | None, *, restore_after: b
         from appliance.verify import verify
 
         wait = 120 * inv.cluster.timeout_scale
+        wait_first, install_anyway = drill.restore_plan(inv.lab.vm, fault)
+        checks = verify(site, runners, wait=wait).checks if wait_first else None
+        result["healed_by_itself"] = checks is not None and all(c["ok"] for c in checks)
         result["restore_changed"], result["restored_by"] = [], "the cluster"
-        checks = verify(site, runners, wait=wait).checks if drill.heals_itself(inv.lab.vm, fault) else None
-        if checks is None or not all(c["ok"] for c in checks):
+        if install_anyway or not result["healed_by_itself"]:
             progress(f"restoring {victim.name} with appliance install")
             installed = Installer(site, runners, progress=lambda m: None).run()
             # What the restoring install changed: after a cold start or a node's return it must never

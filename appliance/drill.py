@@ -161,15 +161,17 @@ def restore(site: Site, node: lab.LabNode, lab_dir: Path, vips: tuple[str, str],
             _wait_while_fencing(lab_dir / node.name, fence_timeout, node)
 
 
-def heals_itself(vm_lab: bool, fault: str) -> bool:
-    """Whether a drill's restore first waits for the pair to heal with no operator.
+def restore_plan(vm_lab: bool, fault: str) -> tuple[bool, bool]:
+    """How a drill's restore goes: (wait for the pair to heal with no operator first, then run the
+    installer even when it did).
 
     A VM-lab machine boots after its fence and starts corosync and pacemaker from its units; a
-    killed daemon is restarted in place: the pair must come back whole by itself, and the restore
-    only runs the installer when it has not. A cold start (reboot-both) always gets the installer:
-    that install is one proof that no step is destructive on disks that hold data. A namespace-lab
-    node has no boot: its restore is the installer."""
-    return vm_lab and fault != "reboot-both"
+    killed daemon is restarted in place: the pair must come back whole by itself, and is only
+    reinstalled when it has not. After a cold start (reboot-both) the installer runs anyway, once
+    the wait has recorded whether the pair healed: that install is one proof that no step is
+    destructive on disks that hold data. A namespace-lab node has no boot: its restore is the
+    installer."""
+    return vm_lab, (not vm_lab) or fault == "reboot-both"
 
 
 def restore_machine(node, lab_dir: Path, *, faulted_at: float | None = None, fence_timeout: float = FENCE_TIMEOUT,

@@ -156,7 +156,7 @@ def test_a_vm_lab_pair_that_heals_itself_is_not_reinstalled(monkeypatch, tmp_pat
     result = rig.run("kill-node")
     assert rig.events == ["power on, wait for ssh", "crm_resource --cleanup", "verify 480"]
     assert result["restored_by"] == "the cluster" and result["restore_changed"] == []
-    assert result["after_restore"][0]["ok"]
+    assert result["healed_by_itself"] and result["after_restore"][0]["ok"]
 
 
 def test_a_vm_lab_pair_that_does_not_heal_gets_the_installer_and_a_second_verify(monkeypatch, tmp_path):
@@ -169,10 +169,18 @@ def test_a_vm_lab_pair_that_does_not_heal_gets_the_installer_and_a_second_verify
     assert result["after_restore"][0]["ok"]  # the second verify's verdict, not the first
 
 
-def test_a_cold_start_and_the_namespace_lab_always_get_the_installer(monkeypatch, tmp_path):
-    rig = RestoreRig(monkeypatch, tmp_path, vm_lab=True, verdicts=[True])
-    assert rig.run("reboot-both")["restored_by"] == "appliance install"
-    assert rig.events == ["ssh cloud-cc01", "ssh cloud-cc02", "crm_resource --cleanup", "install", "verify 480"]
+def test_a_cold_start_records_whether_it_healed_and_still_gets_the_installer(monkeypatch, tmp_path):
+    rig = RestoreRig(monkeypatch, tmp_path, vm_lab=True, verdicts=[True, True])
+    result = rig.run("reboot-both")
+    assert result["restored_by"] == "appliance install" and result["healed_by_itself"]
+    assert rig.events == ["ssh cloud-cc01", "ssh cloud-cc02", "crm_resource --cleanup", "verify 480", "install",
+                          "verify 480"]
+    rig = RestoreRig(monkeypatch, tmp_path, vm_lab=True, verdicts=[False, True])
+    assert not rig.run("reboot-both")["healed_by_itself"]
+
+
+def test_the_namespace_lab_always_gets_the_installer_and_no_wait(monkeypatch, tmp_path):
     rig = RestoreRig(monkeypatch, tmp_path, vm_lab=False, verdicts=[True])
-    rig.run("kill-node")
+    result = rig.run("kill-node")
     assert rig.events == ["start the node", "crm_resource --cleanup", "install", "verify 480"]
+    assert not result["healed_by_itself"] and result["restored_by"] == "appliance install"
