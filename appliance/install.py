@@ -13,10 +13,11 @@ and the result lists exactly what had been applied before it.
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
-from appliance.core.runner import CommandFailed, Runner, Secret, display
+from appliance.core.runner import CommandFailed, Runner, Secret, display, on_each
 from appliance.core.reports import Report, ReportError
 from appliance.ha import cib as cibmod
 from appliance.ha.cib_push import configuration_of, merge
@@ -82,9 +83,12 @@ class Installer:
         self.vet = vet  # refuses a plan before anything is sent (e.g. a secret in a world-readable file)
         self.redact = Redactor(site.secrets)
         self.result = InstallResult()
+        self._local = threading.local()
 
     def _record(self, role: str, node: str, what: str, status: str, detail: str = "", diff: str = "") -> None:
-        self.result.changes.append(Change(role, node, what, status, detail, diff if self.diff else ""))
+        buffer = getattr(self._local, "buffer", None)  # a node's part running in its own thread
+        (self.result.changes if buffer is None else buffer).append(
+            Change(role, node, what, status, detail, diff if self.diff else ""))
         if status != "ok":
             self.progress(f"  {node}: {status:<12} {what}" + (f" ({detail})" if detail else ""))
 
@@ -109,41 +113,70 @@ class Installer:
         changed: dict[str, set[str]] = {}
         for index, plan in enumerate(plans, start=1):
             self.progress(f"[{index}/{len(plans)}] {plan.role}: {plan.summary}")
-            for node_plan in plan.nodes:
+            nodes = [n for n in plan.nodes if n.node != CLUSTER]
+            self._on_each(plan.role, [(n.node, lambda n=n: self._files(plan.role, n, changed.setdefault(n.node, set())))
+                                      for n in nodes])
+            if any(n.node == CLUSTER for n in plan.nodes):
                 try:
-                    if node_plan.node == CLUSTER:
-                        self._cib(plan)
-                        continue
-                    changed_paths = changed.setdefault(node_plan.node, set())
-                    runner = self.runners[node_plan.node]
-                    handlers = [s for s in node_plan.steps if s.after_change]
-                    seen = self._file_states(runner, node_plan.files)
-                    for spec in node_plan.files:
-                        owed = [h for h in handlers if spec.path in h.after_change]
-                        if self._file(plan.role, node_plan.node, runner, spec, seen.get(spec.path),
-                                      before_write=lambda owed=owed, runner=runner, role=plan.role:
-                                      self._owe(runner, role, owed)):
-                            changed_paths.add(spec.path)
+                    self._cib(plan)
                 except CommandFailed as exc:
-                    self._fail(plan.role, node_plan.node, exc.result.argv, str(exc))
-            # Steps in lockstep across nodes: two_node quorum needs corosync up on both before
-            # either can wait for it.
-            rounds = max((len(n.steps) for n in plan.nodes if n.node != CLUSTER), default=0)
+                    self._fail(plan.role, [(CLUSTER, exc.result.argv, str(exc))])
+            # Steps in lockstep across nodes, every node's step of a round at once, and the next round
+            # only when all are done: two_node quorum needs corosync up on both before either can wait
+            # for it, and the initial sync needs both sides of DRBD up.
+            rounds = max((len(n.steps) for n in nodes), default=0)
             for position in range(rounds):
-                for node_plan in plan.nodes:
-                    if node_plan.node == CLUSTER or position >= len(node_plan.steps):
-                        continue
-                    try:
-                        self._step(plan.role, node_plan.node, self.runners[node_plan.node],
-                                   node_plan.steps[position], changed.get(node_plan.node, set()))
-                    except CommandFailed as exc:
-                        self._fail(plan.role, node_plan.node, node_plan.steps[position].what, str(exc))
+                self._on_each(plan.role, [
+                    (n.node, lambda n=n: self._step(plan.role, n.node, self.runners[n.node], n.steps[position],
+                                                    changed.get(n.node, set())), n.steps[position].what)
+                    for n in nodes if position < len(n.steps)])
 
-    def _fail(self, role: str, node: str, what: str, detail: str) -> None:
+    def _files(self, role: str, node_plan, changed_paths: set[str]) -> None:
+        runner = self.runners[node_plan.node]
+        handlers = [s for s in node_plan.steps if s.after_change]
+        seen = self._file_states(runner, node_plan.files)
+        for spec in node_plan.files:
+            owed = [h for h in handlers if spec.path in h.after_change]
+            if self._file(role, node_plan.node, runner, spec, seen.get(spec.path),
+                          before_write=lambda owed=owed: self._owe(runner, role, owed)):
+                changed_paths.add(spec.path)
+
+    def _on_each(self, role: str, work: list[tuple]) -> None:
+        """Each node's part at once (core.runner.on_each). What each part records is kept aside and
+        added in node order when all are done, so the result reads the same on every run; a failed
+        command is named with the node and what it was doing (the step, or for files the command)."""
+        buffers: dict[str, list[Change]] = {}
+
+        def buffered(node: str, part: Callable[[], None]) -> Callable[[], None]:
+            def run() -> None:
+                self._local.buffer = buffers.setdefault(node, [])
+                try:
+                    part()
+                finally:
+                    self._local.buffer = None
+            return run
+
+        outcomes = on_each([(item[0], buffered(item[0], item[1])) for item in work])
+        failures, other = [], None
+        for item, (node, _, error) in zip(work, outcomes):
+            self.result.changes.extend(buffers.get(node, []))
+            if isinstance(error, CommandFailed):
+                failures.append((node, item[2] if len(item) > 2 else error.result.argv, str(error)))
+            elif error is not None and other is None:
+                other = error
+        if failures:
+            self._fail(role, failures)
+        if other is not None:
+            raise other
+
+    def _fail(self, role: str, failures: list[tuple[str, str, str]]) -> None:
+        """Record every node's failure of this round and stop the run with one report per node."""
         applied = [f"{c.node}: {c.what}" for c in self.result.changes if c.status == "changed"]
-        self._record(role, node, what, "failed", detail.splitlines()[-1] if detail else "")
+        for node, what, detail in failures:
+            self._record(role, node, what, "failed", detail.splitlines()[-1] if detail else "")
         raise ReportError([Report("COMMAND_FAILED", f"role {role} failed on {node}: {detail}", host=node,
-                                  value=what, payload={"role": role, "applied_before": applied})])
+                                  value=what, payload={"role": role, "applied_before": applied})
+                           for node, what, detail in failures])
 
     # -- files -------------------------------------------------------------------------------------
     # -- handlers owed across runs ------------------------------------------------------------------

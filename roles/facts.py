@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from appliance.core.runner import Runner
+from appliance.core.runner import Runner, on_each
 from appliance.ha import drbd
 from appliance.inventory.load import Site
 
@@ -205,7 +205,13 @@ def gather_node(site: Site, runner: Runner) -> NodeFacts:
 
 
 def gather(site: Site, runners: Mapping[str, Runner]) -> SiteFacts:
-    return SiteFacts({name: gather_node(site, runner) for name, runner in runners.items()})
+    """Every node's facts, read from all nodes at once; the first node (in inventory order) whose
+    reading failed raises, after every node has finished."""
+    outcomes = on_each([(name, lambda runner=runner: gather_node(site, runner)) for name, runner in runners.items()])
+    for _, _, error in outcomes:
+        if error is not None:
+            raise error
+    return SiteFacts({name: facts for name, facts, _ in outcomes})
 
 
 # blkid exits 2 with nothing on stderr for a path that does not exist (seen on Debian 12's

@@ -256,11 +256,13 @@ def test_a_first_install_runs_each_destructive_step_once_in_order_and_a_second_r
     first = Installer(SITE, runners).run()
     ran = [line for line in world.log if any(d in line for d in DESTRUCTIVE) and not line.split(": ", 1)[1]
            .startswith("sh ")]
-    assert ran == ["cloud-cc01: drbdadm --force create-md one-disk", "cloud-cc02: drbdadm --force create-md one-disk",
-                   "cloud-cc01: drbdadm --force create-md data-disk", "cloud-cc02: drbdadm --force create-md data-disk",
-                   "cloud-cc01: drbdadm primary --force one-disk", "cloud-cc01: drbdadm primary --force data-disk",
-                   "cloud-cc01: mkfs.ext4 -L one-disk /dev/drbd1", "cloud-cc01: pvcreate /dev/drbd2",
-                   "cloud-cc01: vgcreate one-data /dev/drbd2"]
+    # Both nodes' steps of a round run at once: within a round either node may come first.
+    create_md = {"cloud-cc01: drbdadm --force create-md one-disk", "cloud-cc02: drbdadm --force create-md one-disk"}
+    assert set(ran[:2]) == create_md
+    assert set(ran[2:4]) == {c.replace("one-disk", "data-disk") for c in create_md}
+    assert ran[4:] == ["cloud-cc01: drbdadm primary --force one-disk", "cloud-cc01: drbdadm primary --force data-disk",
+                       "cloud-cc01: mkfs.ext4 -L one-disk /dev/drbd1", "cloud-cc01: pvcreate /dev/drbd2",
+                       "cloud-cc01: vgcreate one-data /dev/drbd2"]
     assert first.changed and world.volume_groups == {"one-data"}
     assert all(world.role[(n, r)] == "Secondary" for n in NAMES for r in RESOURCES)  # handed to Pacemaker
     for runner in runners.values():
@@ -408,6 +410,70 @@ def test_a_destructive_step_whose_proof_no_longer_holds_is_refused_and_never_run
     runner.assert_done()
     assert caught.value.reports[0].code == "NOT_PROVEN_NEW"
     assert "mkfs.ext4 /dev/drbd1" not in runner.calls
+
+
+def _answering(runners: dict[str, Node], how) -> None:
+    """Put `how(node, argv, shown, answer)` in front of each simulated node's own answers."""
+    for name, runner in runners.items():
+        runner._answer = lambda argv, shown, name=name, answer=runner._answer: how(name, argv, shown, answer)
+
+
+def test_both_nodes_run_their_step_of_a_round_at_once_and_the_next_round_waits_for_both():
+    import threading
+
+    world = World()
+    runners = nodes(world)
+    meeting = threading.Barrier(len(NAMES), timeout=10)
+
+    def together(name, argv, shown, answer):
+        if shown.endswith(" up one-disk") and (name, shown) in BY_ARGV:
+            meeting.wait()  # node by node, the first node would wait here for a peer that never comes
+        return answer(argv, shown)
+
+    _answering(runners, together)
+    Installer(SITE, runners).run()
+    ups = [i for i, line in enumerate(world.log) if line.endswith(" up one-disk") and "drbdadm up" in line]
+    sync = world.log.index("cloud-cc01: drbdadm primary --force one-disk")
+    assert len(ups) == 2 and max(ups) < sync
+
+
+def test_a_step_that_fails_on_both_nodes_is_reported_for_each_and_no_later_round_runs():
+    world = World()
+    runners = nodes(world)
+
+    def failing(name, argv, shown, answer):
+        if shown == "drbdadm up one-disk":
+            return Result(shown, 10, "", f"{name}: Failure: (114) Lower device is already claimed\n", name)
+        return answer(argv, shown)
+
+    _answering(runners, failing)
+    installer = Installer(SITE, runners)
+    with pytest.raises(ReportError) as caught:
+        installer.run()
+    assert [(r.code, r.host) for r in caught.value.reports] == [("COMMAND_FAILED", n) for n in NAMES]
+    assert [(c.node, c.what) for c in installer.result.changes if c.status == "failed"] == \
+        [(n, "bring up one-disk") for n in NAMES]
+    assert not any("create-md data-disk" in line for line in world.log)
+
+
+def test_when_one_node_fails_the_other_finishes_its_step_and_the_report_lists_it_as_applied():
+    world = World()
+    runners = nodes(world)
+
+    def failing(name, argv, shown, answer):
+        if shown == "drbdadm up one-disk" and name == NAMES[1]:
+            return Result(shown, 10, "", "Failure: (114) Lower device is already claimed\n", name)
+        return answer(argv, shown)
+
+    _answering(runners, failing)
+    installer = Installer(SITE, runners)
+    with pytest.raises(ReportError) as caught:
+        installer.run()
+    (report,) = caught.value.reports
+    assert report.host == NAMES[1] and report.value == "bring up one-disk"
+    assert f"{NAMES[0]}: bring up one-disk" in report.payload["applied_before"]
+    assert world.role[(NAMES[0], "one-disk")] == "Secondary" and world.role[(NAMES[1], "one-disk")] == ""
+    assert not any("primary --force" in line for line in world.log)
 
 
 def test_a_destructive_step_without_a_proof_cannot_be_built():

@@ -10,7 +10,7 @@ import threading
 import paramiko
 import pytest
 
-from appliance.core.runner import CommandFailed, Secret, display
+from appliance.core.runner import CommandFailed, Secret, display, on_each
 from appliance.runner import DryRunner, Expected, LocalRunner, RecordingRunner, local
 from appliance.runner.atomic import atomic_write
 from appliance.runner.ssh import SshRunner, _RecordNewKey, wrap
@@ -238,3 +238,33 @@ def test_remote_wrapper_lets_a_detached_daemon_live(marker):
 def test_a_deadline_must_be_a_positive_number_of_seconds(deadline):
     with pytest.raises(ValueError):
         wrap(["true"], deadline)
+
+
+def test_on_each_runs_every_hosts_part_at_once_and_hands_back_outcomes_in_order():
+    meeting = threading.Barrier(3, timeout=10)  # run one after another, the first part never gets past this
+
+    def part(name):
+        def run():
+            meeting.wait()
+            if name == "b":
+                raise ValueError("b broke")
+            return name.upper()
+        return run
+
+    outcomes = on_each([(n, part(n)) for n in ("c", "a", "b")])
+    assert [(host, value) for host, value, _ in outcomes] == [("c", "C"), ("a", "A"), ("b", None)]
+    assert [type(error).__name__ if error else None for _, _, error in outcomes] == [None, None, "ValueError"]
+
+
+def test_on_each_waits_for_every_part_even_when_one_fails_at_once():
+    finished = []
+
+    def slow():
+        threading.Event().wait(0.2)
+        finished.append("slow")
+
+    def broken():
+        raise RuntimeError("at once")
+
+    outcomes = on_each([("x", broken), ("y", slow)])
+    assert finished == ["slow"] and isinstance(outcomes[0][2], RuntimeError)
