@@ -477,13 +477,13 @@ def up(lab: Path, token: int = 3000, progress=print) -> dict:
 
 def build_wheelhouse(lab: Path, progress=print) -> None:
     """The appliance's wheel and its dependencies' for the machines (`make wheelhouse`, into the lab)."""
+    target = lab / "wheelhouse"
+    if target.is_dir() and any(target.glob("appliance-*.whl")):
+        return  # a lab kept up (APPLIANCE_VMLAB_KEEP) keeps the release it was built with
     project = Path(__file__).resolve().parents[2]
     if not (project / "pyproject.toml").exists():
         raise ReportError([Report("LAB_TOOL_MISSING", "the VM lab builds its wheelhouse from a source checkout, "
                                   f"and {project} is not one", fix="run the lab from the project's checkout")])
-    target = lab / "wheelhouse"
-    if target.is_dir() and any(target.glob("appliance-*.whl")):
-        return
     progress("vm lab: building the wheelhouse (pip wheel)")
     partial = lab / ".wheelhouse"
     shutil.rmtree(partial, ignore_errors=True)
