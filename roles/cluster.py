@@ -5,7 +5,7 @@ from appliance.core.runner import Secret
 from appliance.ha import cib, corosync, heartbeat
 from appliance.inventory.load import Site
 
-from .model import Check, FileSpec, RolePlan, Step, detached, node_plans, shell, text, wait_until
+from .model import Check, FileSpec, RolePlan, Step, bounded, detached, node_plans, shell, text, wait_until
 from .specs import corosync_nodes, link_address
 
 NAME = "cluster"
@@ -87,9 +87,10 @@ def _corosync(site: Site) -> RolePlan:
                         why="pcs and crmsh authenticate as hacluster",
                         after_change=("/etc/corosync/corosync.conf", "/etc/corosync/authkey"))
         quorum = Step("wait for quorum", wait_until("corosync-quorumtool -s", 120),
-                      why="two_node with wait_for_all: both nodes must be seen once", unless=("corosync-quorumtool", "-s"))
+                      why="two_node with wait_for_all: both nodes must be seen once",
+                      unless=bounded("corosync-quorumtool", "-s"))
         dc = Step("wait for a designated controller", wait_until("crmadmin -D -t 2000", 120),
-                  unless=("crmadmin", "-D", "-t", "2000"))
+                  unless=bounded("crmadmin", "-D", "-t", "2000"))
         reload = Step("reload corosync.conf into the running corosync", ("corosync-cfgtool", "-R"),
                       after_change=("/etc/corosync/corosync.conf",), why="token and links change at runtime")
         if inv.lab.enabled:

@@ -125,6 +125,14 @@ def wait_until(check: str, seconds: int = 60) -> tuple[str, ...]:
             "sh", check)
 
 
+def bounded(*argv: str, seconds: int = 10) -> tuple[str, ...]:
+    """A read that may block (a Pacemaker or corosync client asking a daemon that is still starting)
+    with its own limit: crmadmin -D -t 2000 was seen to hang for minutes on the VM lab while the
+    controller was electing, and an `unless` that hangs eats the step's whole budget. Only for checks
+    whose failure makes the step run (a wait), never for one whose failure would skip work."""
+    return ("timeout", str(seconds), *argv)
+
+
 # crm_resource --locate prints "resource X is running on: NODE"; crm_node -n is this node's name.
 RUNNING_HERE = 'crm_resource --locate --resource "$1" 2>/dev/null | grep -q "running on: $(crm_node -n)$"'
 RESTART_TIMEOUT = "120s"

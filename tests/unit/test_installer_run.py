@@ -512,3 +512,12 @@ def test_a_second_install_of_the_same_inventory_is_refused_while_one_runs_and_no
             pass
     with install_lock(inventory, exclusive=False), install_lock(inventory, exclusive=False):
         pass  # two --check runs side by side
+
+
+def test_a_wait_is_skipped_only_by_a_check_with_its_own_limit():
+    """crmadmin -D hung for three minutes on the VM lab while the controller elected: the check that
+    skips the wait for a DC must not be able to hang for longer than the wait itself."""
+    waits = [s for plan in plan_site(SITE, FRESH) for n in plan.nodes for s in n.steps
+             if s.what in ("wait for quorum", "wait for a designated controller")]
+    assert len(waits) == 2 * len(NAMES)
+    assert all(s.unless[0] == "timeout" and int(s.unless[1]) <= 10 for s in waits), [s.unless for s in waits]
