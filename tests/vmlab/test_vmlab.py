@@ -268,6 +268,13 @@ def test_drill_loses_no_acknowledged_write_and_drbd_is_in_sync_after(vmlab, faul
 DRBDADM = "/lib/drbd/drbdadm-84"
 
 
+def _generations(vmlab, machines=None) -> dict:
+    """DRBD's generation identifiers (current:bitmap:history:history) per node and resource: what
+    decides, at a reconnect, who resyncs from whom or that the copies diverged."""
+    return {m.name: {r: ssh(m, f"{DRBDADM} get-gi {r}", check=False).stdout.strip() for r in ("one-disk", "data-disk")}
+            for m in machines or vmlab.FRONTENDS}
+
+
 def _drbd(machine) -> dict:
     from appliance.verify import parse_proc_drbd
 
@@ -368,6 +375,7 @@ def _manager_on(machine) -> bool:
     return f"running on: {machine.name}" in out
 
 
+@pytest.mark.runbook_walk
 def test_maintenance_runbook_moves_the_services_reboots_one_node_and_brings_it_back(vmlab):
     """docs/runbooks/maintenance.md on the node that runs the services: standby moves them now,
     the node reboots and stays in standby, online resyncs only the blocks written meanwhile, and
@@ -402,6 +410,7 @@ def test_maintenance_runbook_moves_the_services_reboots_one_node_and_brings_it_b
     ssh(peer, "rm -f /srv/cloud/one/maintenance-probe")
 
 
+@pytest.mark.runbook_walk
 def test_cold_start_runbook_starts_one_node_alone_and_the_other_rejoins(vmlab):
     """docs/runbooks/cold-start.md, section B: both frontends lose power, only one comes back. It
     waits for its peer (wait_for_all) and starts nothing; the operator vouches that the peer is off,
@@ -415,6 +424,7 @@ def test_cold_start_runbook_starts_one_node_alone_and_the_other_rejoins(vmlab):
     lone = _holder(vmlab)
     broken = next(m for m in vmlab.FRONTENDS if m is not lone)
     ssh(lone, "echo before-the-cut > /srv/cloud/one/cold-probe && sync")
+    generations = {"before_the_cut": _generations(vmlab)}
     for machine in vmlab.FRONTENDS:
         vmlab.power_off(LAB, machine)
     started = time.monotonic()
@@ -445,13 +455,28 @@ def test_cold_start_runbook_starts_one_node_alone_and_the_other_rejoins(vmlab):
         raise AssertionError(f"{exc}\n{said[-4000:]}") from None
     alone = round(time.monotonic() - started, 1)
     assert ssh(lone, "cat /srv/cloud/one/cold-probe").stdout == "before-the-cut\n"
+    generations["lone_after_step_4"] = _generations(vmlab, [lone])
     vmlab.power_on(LAB, broken)
     vmlab.wait_for_ssh(broken)
+    # Step 5: the peer joins and resyncs from this node, or (seen once, 2026-12-07) DRBD finds the
+    # two copies diverged and drops the link: split-brain.md, with this node as the survivor.
+    _wait(lambda: {_drbd(broken).get(1, {}).get("connection"), _drbd(broken).get(2, {}).get("connection")} <=
+          {"Connected", "StandAlone", "SyncTarget"}, 300, f"DRBD on {broken.name} connected or standing alone")
+    split = {}
+    assert f"{DRBDADM} connect --discard-my-data one-disk" in runbook
+    for minor, resource in ((1, "one-disk"), (2, "data-disk")):
+        if _drbd(broken)[minor]["connection"] == "StandAlone":
+            split[resource] = _generations(vmlab)
+            ssh(broken, f"{DRBDADM} secondary {resource} && {DRBDADM} connect --discard-my-data {resource}")
+            if _drbd(lone)[minor]["connection"] == "StandAlone":
+                ssh(lone, f"{DRBDADM} connect {resource}")
     checks, _ = _settle(120 * 4)
     failed = [c for c in checks if not c["ok"]]
     assert not failed, failed
+    assert ssh(lone, "cat /srv/cloud/one/cold-probe").stdout == "before-the-cut\n"
     _record("cold_start_one_node", {"seconds_until_services_alone": alone,
-                                    "seconds_until_pair_verified": round(time.monotonic() - started, 1)})
+                                    "seconds_until_pair_verified": round(time.monotonic() - started, 1),
+                                    "split_brain_on_rejoin": split, "generations": generations})
     ssh(lone, "rm -f /srv/cloud/one/cold-probe")
 
 
@@ -476,6 +501,7 @@ def _rebuild_replica(active, replica) -> None:
         ssh(machine, "rm -f /root/appliance.sql")
 
 
+@pytest.mark.runbook_walk
 def test_replace_node_runbook_resyncs_a_blank_frontend_and_never_touches_the_survivors_disks(vmlab):
     """docs/runbooks/replace-node.md on a new server: the passive frontend leaves the cluster, is
     swapped (`appliance lab replace`: fresh system, blank disks, new host key) and installed again.
