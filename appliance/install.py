@@ -288,9 +288,20 @@ class Installer:
         self._record(role, node, step.what, "changed", step.command)
 
     # -- the CIB, once per cluster -----------------------------------------------------------------
-    def _cib(self, plan: RolePlan) -> None:
+    def _cib_node(self) -> str:
+        """The node whose CIB is read and patched: the preferred node, unless the facts show it outside
+        this cluster while another node is in it. A replaced node runs Debian's default cluster (or
+        none) until the cluster role has run there: under --check, its CIB is not the one to compare
+        with, and Pacemaker's checker refused the merge of ours into it (seen on the VM lab)."""
         inv = self.site.inventory
-        node = inv.preferred.name
+        names = [n.name for n in inv.nodes]
+        facts = self.result.facts
+        ours = [n for n in [inv.preferred.name, *names] if facts and n in facts.nodes
+                and set(facts.nodes[n].cluster_online or ()) & set(names)]
+        return ours[0] if ours else inv.preferred.name
+
+    def _cib(self, plan: RolePlan) -> None:
+        node = self._cib_node()
         runner = self.runners[node]
         desired = plan.nodes[0].files[0].content.decode()
         # Read now, not at gather: the cluster role may have started Pacemaker in this run.

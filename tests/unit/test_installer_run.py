@@ -521,3 +521,31 @@ def test_a_wait_is_skipped_only_by_a_check_with_its_own_limit():
              if s.what in ("wait for quorum", "wait for a designated controller")]
     assert len(waits) == 2 * len(NAMES)
     assert all(s.unless[0] == "timeout" and int(s.unless[1]) <= 10 for s in waits), [s.unless for s in waits]
+
+
+def test_check_on_a_replaced_node_compares_the_cib_of_the_node_still_in_the_cluster():
+    """The replaced preferred node runs Debian's default cluster ("node1"): --check reads and checks
+    the CIB on the survivor, whose cluster is this one, and never asks the new node's Pacemaker."""
+    world = World()
+    runners = nodes(world)
+    Installer(SITE, runners).run()
+    preferred, survivor = NAMES
+    facts = SiteFacts({n: NodeFacts(n, {}, LvmFacts("read"), cluster_online=online)
+                       for n, online in ((preferred, ("node1",)), (survivor, tuple(NAMES)))})
+    for runner in runners.values():
+        runner.calls.clear()
+    installer = Installer(SITE, runners, check=True)
+    installer.result.facts = facts
+    plan = next(p for p in plan_site(SITE, facts) if p.role == "resources")
+    installer._cib(plan)
+    assert "cibadmin --query" in runners[survivor].calls
+    assert not any(c.startswith(("cibadmin", "crm_verify")) for c in runners[preferred].calls)
+    assert [c.status for c in installer.result.changes] == ["ok"]
+
+
+def test_the_cib_is_read_on_the_preferred_node_when_it_is_in_the_cluster_or_no_node_is():
+    for online in ((tuple(NAMES), tuple(NAMES)), (None, None)):
+        installer = Installer(SITE, nodes(World()))
+        installer.result.facts = SiteFacts({n: NodeFacts(n, {}, LvmFacts("read"), cluster_online=o)
+                                            for n, o in zip(NAMES, online)})
+        assert installer._cib_node() == SITE.inventory.preferred.name
