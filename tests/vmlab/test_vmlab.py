@@ -305,6 +305,7 @@ def _synced(vmlab, minors: tuple[int, ...] = (1,)) -> bool:
                for s in states.values() for minor in minors)
 
 
+@pytest.mark.vm_full_only
 def test_split_brain_with_one_primary_is_resolved_by_drbd_keeping_the_primarys_data(vmlab):
     """The victim wrote and went back to Secondary before the link returned: DRBD's
     after-sb-1pri discard-secondary resolves it on reconnect, with the Primary's data (the side
@@ -375,7 +376,7 @@ def _manager_on(machine) -> bool:
     return f"running on: {machine.name}" in out
 
 
-@pytest.mark.runbook_walk
+@pytest.mark.vm_full_only
 def test_maintenance_runbook_moves_the_services_reboots_one_node_and_brings_it_back(vmlab):
     """docs/runbooks/maintenance.md on the node that runs the services: standby moves them now,
     the node reboots and stays in standby, online resyncs only the blocks written meanwhile, and
@@ -410,7 +411,7 @@ def test_maintenance_runbook_moves_the_services_reboots_one_node_and_brings_it_b
     ssh(peer, "rm -f /srv/cloud/one/maintenance-probe")
 
 
-@pytest.mark.runbook_walk
+@pytest.mark.vm_full_only
 def test_cold_start_runbook_starts_one_node_alone_and_the_other_rejoins(vmlab):
     """docs/runbooks/cold-start.md, section B: both frontends lose power, only one comes back. It
     waits for its peer (wait_for_all) and starts nothing; the operator vouches that the peer is off,
@@ -501,7 +502,7 @@ def _rebuild_replica(active, replica) -> None:
         ssh(machine, "rm -f /root/appliance.sql")
 
 
-@pytest.mark.runbook_walk
+@pytest.mark.vm_full_only
 def test_replace_node_runbook_resyncs_a_blank_frontend_and_never_touches_the_survivors_disks(vmlab):
     """docs/runbooks/replace-node.md on a new server: the passive frontend leaves the cluster, is
     swapped (`appliance lab replace`: fresh system, blank disks, new host key) and installed again.
