@@ -4,6 +4,7 @@ from __future__ import annotations
 from appliance.inventory.load import Site
 
 from . import layout
+from .exports import init_nfs_server_steps
 from .model import FileSpec, RolePlan, Step, all_directories, all_packages_installed, node_plans, text
 
 NAME = "base"
@@ -52,6 +53,7 @@ def plan(site: Site) -> RolePlan:
                                                        *packages),
                                   why="everything the roles below run; installed packages are left alone",
                                   unless=all_packages_installed(packages)))
+        node_steps[1:1] = init_nfs_server_steps()  # right after the packages that start it
     names = [n.name for n in inv.nodes]
     return RolePlan(NAME, f"{len(packages)} packages, /etc/hosts block, directories",
                     node_plans(names, {n: [hosts] for n in names}, {n: node_steps for n in names}), notes=notes)

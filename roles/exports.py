@@ -12,6 +12,24 @@ NAME = "exports"
 REQUIRES = ("drbd", "cluster")
 
 
+def init_nfs_server_steps() -> list[Step]:
+    """Debian starts nfs-server.service when the package is installed. The cluster starts the NFS
+    server, not init: a passive node must never export a disk it does not own. These run in the
+    base role, before the node joins the cluster: a replaced node that joined with init's server
+    running was probed as a second active p_nfsserver, Pacemaker stopped it everywhere, the stop
+    failed on the survivor and the survivor was fenced (VM lab, replace-node).
+    nfs-server.service by its own name: nfs-kernel-server is an alias, and `is-enabled` answers
+    "alias" with exit 0 for it, so the old check never held and every install ran `disable --now`,
+    which stopped the kernel NFS server under Pacemaker on the active node (VM lab)."""
+    return [Step("keep init from starting the NFS server", ("systemctl", "disable", "nfs-server.service"),
+                 why="the cluster starts the NFS server on the active node only",
+                 unless=shell("! systemctl is-enabled --quiet nfs-server.service")),
+            Step("stop the NFS server init started", ("systemctl", "stop", "nfs-server.service"),
+                 why="a fresh install starts it; where Pacemaker runs it, it is left alone",
+                 unless=shell(f'! systemctl is-active --quiet nfs-server.service || {{ {RUNNING_HERE}; }}',
+                              "p_nfsserver"))]
+
+
 def plan(site: Site) -> RolePlan:
     inv = site.inventory
     device = f"/dev/drbd{inv.drbd.vmdata.minor}"
@@ -19,17 +37,7 @@ def plan(site: Site) -> RolePlan:
         FileSpec("/etc/idmapd.conf", text(nfs.idmapd_config(inv.idmap_domain))),
         FileSpec(layout.AOE_WRAPPER, text(aoe.vblade_wrapper(layout.LOG_DIR)), mode=0o755, check=Check("shell")),
     ]
-    # The cluster starts these, not init: a passive node must never export a disk it does not own.
-    # nfs-server.service by its own name: nfs-kernel-server is an alias, and `is-enabled` answers
-    # "alias" with exit 0 for it, so the old check never held and every install ran `disable --now`,
-    # which stopped the kernel NFS server under Pacemaker on the active node (VM lab).
-    steps = [Step("keep init from starting the NFS server", ("systemctl", "disable", "nfs-server.service"),
-                  why="the cluster starts the NFS server on the active node only",
-                  unless=shell("! systemctl is-enabled --quiet nfs-server.service")),
-             Step("stop the NFS server init started", ("systemctl", "stop", "nfs-server.service"),
-                  why="a fresh install starts it; where Pacemaker runs it, it is left alone",
-                  unless=shell(f'! systemctl is-active --quiet nfs-server.service || {{ {RUNNING_HERE}; }}',
-                               "p_nfsserver"))]
+    steps: list[Step] = []  # init's NFS server: the base role (init_nfs_server_steps), before the node joins
     if inv.lab.enabled:
         device = layout.LAB_AOE_FILE
         steps = [Step("create the lab's AoE backing file", shell('mkdir -p "$(dirname "$1")" && truncate -s 64M "$1"',

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from roles import exports
+from roles import base
+from roles.registry import plan_site
 from tests.conftest import load_test_site
 
 
 def _steps():
     site = load_test_site()
-    plan = exports.plan(site).for_node(site.inventory.nodes[0].name)
+    plan = base.plan(site).for_node(site.inventory.nodes[0].name)
     return {s.what: s for s in plan.steps}
 
 
@@ -60,3 +61,15 @@ def test_a_fresh_debian_disables_and_stops_the_distros_nfs_server(tmp_path):
 def test_disable_never_stops_the_server(active):
     step = _steps()["keep init from starting the NFS server"]
     assert "--now" not in step.argv and "nfs-kernel-server" not in " ".join(step.unless)
+
+
+def test_init_nfs_server_is_stopped_before_the_node_joins_the_cluster():
+    """A node that joins with init's NFS server running is probed as a second active p_nfsserver:
+    Pacemaker stops it on both nodes, and a failed stop fences the node that runs the services
+    (VM lab, replace-node, 2026-12-07)."""
+    site = load_test_site()
+    for node in site.inventory.nodes:
+        order = [s.what for p in plan_site(site) if p.for_node(node.name) for s in p.for_node(node.name).steps]
+        join = order.index("start corosync and pacemaker")
+        assert order.index("keep init from starting the NFS server") < join
+        assert order.index("stop the NFS server init started") < join
