@@ -106,7 +106,16 @@ class Installer:
         self.result.facts = facts
         plans = self.plan(facts)
         self.result.notes = [n for p in plans for n in p.notes]
-        self.apply(plans)
+        try:
+            self.apply(plans)
+        except ReportError as exc:
+            # A node lost mid-run (HOST_UNREACHABLE) raises from the runner, not from _fail: the
+            # report must still say what this run had changed, never "nothing was changed".
+            applied = [f"{c.node}: {c.what}" for c in self.result.changes if c.status == "changed"]
+            for report in exc.reports:
+                if applied and "applied_before" not in report.payload:
+                    report.payload["applied_before"] = applied
+            raise
         return self.result
 
     def apply(self, plans: list[RolePlan]) -> None:

@@ -549,3 +549,24 @@ def test_the_cib_is_read_on_the_preferred_node_when_it_is_in_the_cluster_or_no_n
         installer.result.facts = SiteFacts({n: NodeFacts(n, {}, LvmFacts("read"), cluster_online=o)
                                             for n, o in zip(NAMES, online)})
         assert installer._cib_node() == SITE.inventory.preferred.name
+
+
+def test_a_node_lost_mid_run_is_reported_with_what_the_run_had_changed():
+    """The VM lab's survivor was fenced during a replace-node install: the runner raised
+    HOST_UNREACHABLE and the CLI said "nothing was changed" after dozens of changes."""
+    from appliance.core.reports import Report
+
+    world = World()
+    runners = nodes(world)
+
+    def lost(name, argv, shown, answer):
+        if name == NAMES[1] and shown == "drbdadm up data-disk":
+            raise ReportError([Report("HOST_UNREACHABLE", f"{name}: connection reset", host=name)])
+        return answer(argv, shown)
+
+    _answering(runners, lost)
+    with pytest.raises(ReportError) as caught:
+        Installer(SITE, runners).run()
+    (report,) = caught.value.reports
+    assert report.code == "HOST_UNREACHABLE"
+    assert f"{NAMES[0]}: create metadata for one-disk" in report.payload["applied_before"]
