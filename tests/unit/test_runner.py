@@ -258,12 +258,14 @@ def test_on_each_runs_every_hosts_part_at_once_and_hands_back_outcomes_in_order(
 
 def test_on_each_waits_for_every_part_even_when_one_fails_at_once():
     finished = []
+    failed = threading.Event()
 
     def slow():
-        threading.Event().wait(0.2)
+        assert failed.wait(10)  # goes on only once the other part has already failed
         finished.append("slow")
 
     def broken():
+        failed.set()
         raise RuntimeError("at once")
 
     outcomes = on_each([("x", broken), ("y", slow)])
