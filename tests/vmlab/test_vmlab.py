@@ -455,7 +455,13 @@ def test_cold_start_runbook_starts_one_node_alone_and_the_other_rejoins(vmlab):
                          "stonith_admin --history '*'", check=False).stdout
         raise AssertionError(f"{exc}\n{said[-4000:]}") from None
     alone = round(time.monotonic() - started, 1)
-    assert ssh(lone, "cat /srv/cloud/one/cold-probe").stdout == "before-the-cut\n"
+    probe = ssh(lone, "cat /srv/cloud/one/cold-probe", check=False)
+    if probe.stdout != "before-the-cut\n":  # what the lone node's DRBD did, for whoever reads the failure
+        said = ssh(lone, "findmnt /srv/cloud/one; ls -la /srv/cloud/one; cat /proc/drbd; "
+                         "journalctl -b -1 -k --no-pager | grep -i drbd | tail -60; "
+                         "journalctl -b -k --no-pager | grep -iE 'drbd|ext4' | tail -80", check=False).stdout
+        raise AssertionError(f"pre-cut file lost on {lone.name}: {probe.stdout!r} {probe.stderr!r}\n"
+                             f"generations {generations}\n{said[-8000:]}")
     generations["lone_after_step_4"] = _generations(vmlab, [lone])
     vmlab.power_on(LAB, broken)
     vmlab.wait_for_ssh(broken)
