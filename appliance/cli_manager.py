@@ -76,6 +76,7 @@ COLUMNS = {
     "group": ("id", "name"),
     "token": ("id", "user_id", "name", "state", "created_at", "expires_at", "revoked_at", "last_used_at"),
     "audit": ("id", "at", "user", "method", "path", "status", "code", "entity", "entity_id"),
+    "backend": ("name", "verbs", "params", "summary"),
 }
 TIMES = frozenset({"at", "created_at", "expires_at", "revoked_at", "last_used_at"})
 
@@ -316,15 +317,50 @@ for _action in ("enable", "disable", "offline"):
 @datastore.command("create")
 def datastore_create(name: str, path: str = typer.Option(..., help="An existing directory"),
                      kind: str = typer.Option("system", help="system (VM disks) or image"),
+                     backend: str = typer.Option("qcow2", help="`appliance datastore backends` lists them"),
+                     param: list[str] = typer.Option([], "--param", metavar="KEY=VALUE",
+                                                     help="A parameter of the backend, repeatable"),
                      attr: list[str] = typer.Option([], "--attr", metavar="KEY=VALUE",
                                                     help=ATTR_HELP + " E.g. SPEED=fast."),
                      cluster_ids: list[int] = typer.Option([], "--cluster", metavar="ID",
                                                            help="Cluster id, repeatable"),
                      url: Url = None, ca: Ca = None, token_file: TokenFile = None, as_json: AsJson = False) -> None:
-    """Register a qcow2 datastore on a directory."""
+    """Register a datastore: a directory (or pool) that one storage backend manages."""
     _call(as_json, "datastore", _api(url, ca, token_file), lambda c: c.post("/datastores", {
-        "name": name, "path": path, "kind": kind, "cluster_ids": cluster_ids,
-        "attributes": _pairs("--attr", attr, typed=True)}))
+        "name": name, "path": path, "kind": kind, "backend": backend,
+        "params": _backend_params(backend, _pairs("--param", param, typed=False)),
+        "cluster_ids": cluster_ids, "attributes": _pairs("--attr", attr, typed=True)}))
+
+
+def _backend_params(backend: str, given: dict[str, str]) -> dict[str, Any]:
+    """--param values typed by the backend's declarations (int, bool), so `--param size_mb=1024`
+    reads as the number; the manager checks them again. Unknown names go through as given: the
+    manager's refusal names the parameters the backend takes."""
+    from appliance.storage.registry import TYPES
+
+    kinds = {p.name: p.kind for p in TYPES[backend].params} if backend in TYPES else {}
+    out: dict[str, Any] = {}
+    problems = []
+    for name, value in given.items():
+        try:
+            out[name] = _typed(kinds.get(name) if kinds.get(name) in ("int", "bool") else "str", value)
+        except ValueError as exc:
+            problems.append(_bad("--param", f"{name}={value}", f"has a bad value: {exc}",
+                                 f"give {name} as a {kinds.get(name)}, e.g. --param {name}=1"))
+    if problems:
+        raise ReportError(problems)
+    return out
+
+
+@datastore.command("backends")
+def datastore_backends(url: Url = None, ca: Ca = None, token_file: TokenFile = None, as_json: AsJson = False) -> None:
+    """The storage backends this manager offers: their verbs and parameters."""
+    result = _run(as_json, _api(url, ca, token_file), lambda c: c.get("/datastore-backends"))
+    if result is None:
+        return
+    items = [{**b, "verbs": ",".join(b["verbs"]), "params": ",".join(
+        f"{p['name']}:{p['type']}{'!' if p['required'] else ''}" for p in b["params"]) or "-"} for b in result["items"]]
+    _show("backend", items, as_json, result)
 
 
 @image.command("create")

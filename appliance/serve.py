@@ -7,6 +7,7 @@ and the HTTP API. The first start writes an administrator token to <state_dir>/a
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -28,13 +29,14 @@ from appliance.core.db import DatabaseUrl, migrate, open_database
 from appliance.core.entities import Datastore, Host
 from appliance.core.hooks import Hook, Hooks
 from appliance.core.pools import Store
+from appliance.core.protocols import DriverError, ParamError
 from appliance.core.scheduler import Policy
 from appliance.drivers.fake import FakeHypervisor
 from appliance.drivers.libvirt import LibvirtHypervisor
 from appliance.core.reports import Report, ReportError
 from appliance.runner.atomic import atomic_write
 from appliance.runner.local import LocalRunner
-from appliance.storage.qcow2 import Qcow2Backend
+from appliance.storage import registry as storage_registry
 
 log = logging.getLogger("appliance.serve")
 
@@ -161,7 +163,8 @@ def build(config: ServeConfig) -> Service:
     migrate(db)
     store = Store(db)
     runner = LocalRunner()
-    backends = {"qcow2": Qcow2Backend(runner)}
+    backends: dict[tuple[str, str], Any] = {}
+    backends_lock = threading.Lock()
     fakes: dict[str, FakeHypervisor] = {}
 
     def hypervisor_for(host: Host) -> Any:
@@ -171,7 +174,18 @@ def build(config: ServeConfig) -> Service:
         return LibvirtHypervisor(host.uri)
 
     def backend_for(ds: Datastore) -> Any:
-        return backends[ds.backend]
+        # One backend per datastore and parameter set, built by the registry (which checks the
+        # parameters again: a row edited by hand cannot hand a backend a value it never accepted).
+        key = (ds.backend, json.dumps([ds.path, ds.params], sort_keys=True))
+        with backends_lock:
+            if key not in backends:
+                try:
+                    backends[key] = storage_registry.build(ds.backend, runner, ds.path, ds.params)
+                except KeyError:
+                    raise DriverError(f"datastore {ds.name}: no backend {ds.backend!r} in this manager") from None
+                except ParamError as exc:
+                    raise DriverError(f"datastore {ds.name}: {exc.field}={exc.value!r}: {exc.fix}") from None
+            return backends[key]
 
     datastore_roots = config.paths.datastore_roots or [str(state_dir / "datastores")]
     # Never the datastores: an import from one copied another user's private image or VM disk.
@@ -183,7 +197,7 @@ def build(config: ServeConfig) -> Service:
                         resubmit_on_host_error=s.resubmit_on_host_error)
     controller = Controller(store, hypervisor_for, backend_for, hooks, SystemClock(), settings)
     manager = Manager(store, backend_for, wake=wake_event.set, datastore_paths=PathPolicy(datastore_roots),
-                      import_paths=PathPolicy(import_roots))
+                      import_paths=PathPolicy(import_roots), backend_types=storage_registry.TYPES)
     return Service(config, state_dir, store, manager, controller, hooks, wake_event, stop_event)
 
 

@@ -57,9 +57,12 @@ class DatastoreIn(_In):
     name: Name
     path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._+/-]{0,1000}$")]
     kind: Literal["system", "image"] = "system"
-    backend: Literal["qcow2"] = "qcow2"
+    # One of the registry's backends (GET /datastore-backends); the manager checks the name and
+    # each parameter against the backend's own declarations.
+    backend: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")] = "qcow2"
     cluster_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(default_factory=list, max_length=64)
     attributes: dict[Key, Scalar] = Field(default_factory=dict, max_length=64)
+    params: dict[Key, Scalar] = Field(default_factory=dict, max_length=32)
 
 
 class ImageIn(_In):
@@ -417,9 +420,14 @@ def create_app(manager: Manager) -> FastAPI:
               operation_id="create_datastore")
     def create_datastore(who: Who, request: Request, body: DatastoreIn) -> Response:
         ds = manager.datastores.create(who, body.name, body.path, body.kind, body.backend, body.cluster_ids,
-                                       body.attributes)
+                                       body.attributes, body.params)
         created(request, ds.id)
         return _json(ds.body(), 201)
+
+    @app.get(f"{PREFIX}/datastore-backends", responses=ERRORS, operation_id="list_datastore_backends")
+    def list_datastore_backends(who: Who) -> Response:
+        """Each storage backend: its verbs and its typed parameters, for `datastore create`."""
+        return _json(json.dumps({"items": manager.datastores.backends()}))
 
     @app.post(f"{PREFIX}/images", status_code=201, response_model=Image, responses=ERRORS,
               operation_id="create_image")

@@ -65,6 +65,7 @@ RULES: dict[str, Rule] = {
     "delete_cluster": Rule(ADMINS, "clusters are infrastructure"),
     "list_datastores": Rule(EVERYONE, ""),
     "get_datastore": Rule(EVERYONE, ""),
+    "list_datastore_backends": Rule(EVERYONE, ""),
     "create_datastore": Rule(ADMINS, "datastores are infrastructure"),
     "delete_datastore": Rule(ADMINS, "datastores are infrastructure"),
     "list_vnets": Rule(EVERYONE, ""),

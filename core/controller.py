@@ -20,7 +20,7 @@ from .errors import CoreError
 from .hooks import Hooks
 from .lifecycle import NEXT, enter
 from .pools import Store
-from .protocols import Backend, DiskSpec, DomainSpec, DriverError, Hypervisor, NicSpec
+from .protocols import Backend, DiskSource, DiskSpec, DomainSpec, DriverError, Hypervisor, NicSpec
 from .scheduler import DatastoreSlot, HostSlot, Policy, Request, schedule
 
 log = logging.getLogger("appliance.controller")
@@ -203,27 +203,46 @@ class Controller:
         return host, ds, self.backend_for(ds)
 
     def _prolog(self, vm: VM) -> None:
-        _, ds, backend = self._context(vm)
+        host, ds, backend = self._context(vm)
         with self.store.read() as tx:
             images = {d["image_id"]: self.store.images.require(tx, d["image_id"]) for d in vm.disks}
         for index, disk in enumerate(vm.disks):
             image = images[disk["image_id"]]
+            owner = backend
             if image.persistent:
                 disk["path"] = image.path  # the image itself, used by this VM alone
-                continue
-            path = backend.disk_path(ds.path, vm.id, index)
-            if not backend.verify(path, image.path):
-                backend.clone(image.path, path)
-            disk["path"] = path
+                with self.store.read() as tx:
+                    owner = self.backend_for(self.store.datastores.require(tx, image.datastore_id))
+            else:
+                path = backend.disk_path(ds.path, vm.id, index)
+                if not backend.verify(path, image.path):
+                    backend.clone(image.path, path, host=host.name)
+                disk["path"] = path
+            # How this host opens it (a file, an activated LV, an rbd: name): rendered by the driver.
+            ask = getattr(owner, "disk_source", None)
+            if ask is not None:
+                disk["source"] = ask(disk["path"], host.name).as_dict()
 
-    def domain_spec(self, vm: VM) -> DomainSpec:
+    def domain_spec(self, vm: VM, for_host: str | None = None) -> DomainSpec:
+        """The domain for its host, or for `for_host` (a migration's target): each disk's source is
+        asked of its backend again, since how a host opens a disk may differ per host."""
+        sources = {}
+        if for_host is not None:
+            for disk, backend in self._disk_backends(vm):
+                ask = getattr(backend, "disk_source", None)
+                if ask is not None:
+                    sources[id(disk)] = ask(disk["path"], for_host)
+
         missing = [d.get("target") or str(i) for i, d in enumerate(vm.disks) if not d.get("path")]
         if missing:
             raise CoreError("STATE_INVALID", f"VM {vm.id}'s disk(s) {', '.join(missing)} have no path: its PROLOG "
                             "never completed; recover --retry prepares them", vm_id=vm.id)
         return DomainSpec(
             name=vm.domain_name, vcpu=vm.vcpu, memory_mb=vm.memory,
-            disks=tuple(DiskSpec(d["path"], d.get("target") or f"vd{chr(97 + i)}") for i, d in enumerate(vm.disks)),
+            disks=tuple(DiskSpec(d["path"], d.get("target") or f"vd{chr(97 + i)}",
+                                 source=sources.get(id(d)) or (DiskSource.from_dict(d["source"]) if d.get("source")
+                                                               else None))
+                        for i, d in enumerate(vm.disks)),
             nics=tuple(NicSpec(n.get("bridge", ""), n.get("mac", "")) for n in vm.nics),
             metadata={"vm_id": str(vm.id), "name": vm.name})
 
@@ -257,9 +276,43 @@ class Controller:
                 raise CoreError("STATE_INVALID", f"VM {vm.id} is migrating to no host")
             source = self.store.hosts.require(tx, vm.host_id)
             target = self.store.hosts.require(tx, vm.target_host_id)
-        self.hypervisor_for(source).migrate(self.domain_spec(vm), self.hypervisor_for(target))
+        disks = self._disk_backends(vm)
+        # The target must open every disk before the memory moves (activate an LV, log in to a LUN);
+        # each call is idempotent, so a crash here re-runs them on recovery.
+        for disk, backend in disks:
+            backend.premigrate(disk["path"], source.name, target.name)
+        spec = self.domain_spec(vm, for_host=target.name)
+        self.hypervisor_for(source).migrate(spec, self.hypervisor_for(target))
+        for disk, backend in disks:
+            backend.postmigrate(disk["path"], source.name, target.name)
+        for disk, where in zip(vm.disks, spec.disks):
+            if where.source is not None:
+                disk["source"] = where.source.as_dict()
+
+    def _disk_backends(self, vm: VM) -> list[tuple[dict, Backend]]:
+        """Each prepared disk with the backend that owns it: the VM's system datastore for its clones,
+        the image's datastore for a persistent image used in place."""
+        with self.store.read() as tx:
+            ds = self.store.datastores.require(tx, vm.datastore_id)
+            out = []
+            for disk in vm.disks:
+                if not disk.get("path"):
+                    continue
+                owner = ds
+                if disk.get("persistent"):
+                    image = self.store.images.require(tx, disk["image_id"])
+                    owner = self.store.datastores.require(tx, image.datastore_id)
+                out.append((disk, self.backend_for(owner)))
+        return out
 
     # -- scheduling ------------------------------------------------------------------------------
+    def _verbs(self, ds: Datastore) -> frozenset[str] | None:
+        try:
+            verbs = getattr(self.backend_for(ds), "verbs", None)
+        except (DriverError, KeyError):  # no backend for it here: the prolog will say why
+            return None
+        return frozenset(verbs) if verbs is not None else None
+
     def schedule_pending(self) -> int:
         with self.store.read() as tx:
             pending = self.store.vms.where(tx, "state = ?", (S.PENDING,))[: self.settings.schedule_batch]
@@ -278,11 +331,13 @@ class Controller:
                           h.cluster_id, {**h.attributes, "NAME": h.name, "HYPERVISOR": h.hypervisor})
                  for h in hosts]
         stores = [DatastoreSlot(d.id, d.total_mb, int(ds_used.get(d.id) or 0), tuple(d.cluster_ids),
-                                {**d.attributes, "NAME": d.name}) for d in datastores]
+                                {**d.attributes, "NAME": d.name}, self._verbs(d), d.backend) for d in datastores]
         requests = [Request(vm.id, vm.cpu_units, vm.memory, sum(int(d.get("size_mb", 0)) for d in vm.disks),
                             vm.requirements, vm.rank,
                             # A stopped VM keeps its disks: it must come back on the same datastore.
-                            f"ID = {vm.datastore_id}" if vm.datastore_id is not None else vm.ds_requirements)
+                            f"ID = {vm.datastore_id}" if vm.datastore_id is not None else vm.ds_requirements,
+                            frozenset({"clone"}) if any(not d.get("persistent") for d in vm.disks) else frozenset(),
+                            frozenset(d["backend"] for d in vm.disks if not d.get("persistent") and d.get("backend")))
                     for vm in pending]
         placed = 0
         by_id = {vm.id: vm for vm in pending}

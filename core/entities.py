@@ -94,6 +94,7 @@ class Host(Owned):
 @dataclass
 class Datastore(Owned):
     backend: str = "qcow2"
+    params: dict[str, Any] = field(default_factory=dict)  # the backend's typed parameters (storage/registry.py)
     kind: str = "system"  # system (running VM disks) or image
     path: str = ""
     cluster_ids: list[int] = field(default_factory=list)

@@ -3,8 +3,9 @@ drivers/ and storage/; the composition root hands them in. Every method is idemp
 because after a crash the manager re-runs whatever step it was in."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 
 @dataclass(frozen=True)
@@ -14,11 +15,75 @@ class HostInfo:
     hypervisor: str
 
 
+SOURCE_KINDS = ("file", "block", "rbd", "iscsi", "nbd")
+# What each kind of disk source must name; the libvirt domain builder renders each differently.
+_SOURCE_NEEDS = {"file": ("path",), "block": ("path",), "rbd": ("name",), "iscsi": ("name", "hosts"),
+                 "nbd": ("hosts",)}
+# Everything in a source lands in an XML attribute or a qemu filename, so each field has its own
+# plain shape: qemu splits an rbd: filename on ':' and would take "pool/img:conf=/x" as an option.
+_SHAPES = {
+    "path": re.compile(r"/[A-Za-z0-9._/+-]{1,1023}"),
+    "rbd": re.compile(r"[A-Za-z0-9._-]{1,128}/[A-Za-z0-9._-]{1,256}"),
+    "iscsi": re.compile(r"(iqn\.[0-9]{4}-[0-9]{2}\.[a-z0-9.-]+(:[A-Za-z0-9._-]+)?|eui\.[0-9A-F]{16})/[0-9]{1,5}"),
+    "nbd": re.compile(r"[A-Za-z0-9._-]{1,256}"),
+    "host": re.compile(r"[A-Za-z0-9.-]{1,253}:[0-9]{1,5}"),
+    "word": re.compile(r"[A-Za-z0-9._-]{1,128}"),
+}
+
+
+@dataclass(frozen=True)
+class DiskSource:
+    """Where the hypervisor finds a VM disk, typed: a file, a block device (an activated LV, an
+    iSCSI LUN logged in by the host), or a network disk qemu opens itself (rbd, iscsi, nbd).
+
+    name: rbd "pool/image", iscsi "iqn.../lun", nbd the export; hosts: ("host:port", ...);
+    auth_user and secret_uuid: the libvirt secret holding the cephx key (never the key itself)."""
+
+    kind: str
+    path: str = ""
+    name: str = ""
+    hosts: tuple[str, ...] = ()
+    format: str = "raw"
+    auth_user: str = ""
+    secret_uuid: str = ""
+
+    def __post_init__(self):
+        if self.kind not in SOURCE_KINDS:
+            raise DriverError(f"disk source kind {self.kind!r} is not one of {', '.join(SOURCE_KINDS)}")
+        missing = [f for f in _SOURCE_NEEDS[self.kind] if not getattr(self, f)]
+        if missing:
+            raise DriverError(f"a {self.kind} disk source needs {', '.join(missing)}")
+        if self.format not in ("raw", "qcow2"):
+            raise DriverError(f"disk format {self.format!r} is not raw or qcow2")
+        checks = [("path", self.path, "path"), ("name", self.name, self.kind), ("auth_user", self.auth_user, "word"),
+                  ("secret_uuid", self.secret_uuid, "word"), *(("hosts", h, "host") for h in self.hosts)]
+        for what, value, shape in checks:
+            if value and (shape not in _SHAPES or not _SHAPES[shape].fullmatch(value)):
+                raise DriverError(f"{what} {value!r} is not a plain {shape if shape in _SHAPES else self.kind} "
+                                  f"{what} for a {self.kind} disk source")
+
+    def as_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if v}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DiskSource":
+        return cls(**{**data, "hosts": tuple(data.get("hosts", ()))})
+
+
+def file_source(path: str, fmt: str = "qcow2") -> DiskSource:
+    return DiskSource("file", path=path, format=fmt)
+
+
 @dataclass(frozen=True)
 class DiskSpec:
     path: str
     target: str  # vda, vdb, ...
     format: str = "qcow2"
+    source: DiskSource | None = None  # None: the file at `path`
+
+    @property
+    def where(self) -> DiskSource:
+        return self.source or file_source(self.path, self.format)
 
 
 @dataclass(frozen=True)
@@ -61,14 +126,31 @@ class Hypervisor(Protocol):
 
 
 class Backend(Protocol):
-    """A datastore technology, answering OpenNebula's transfer-manager verbs."""
+    """A datastore technology bound to one datastore, answering OpenNebula's transfer-manager verbs
+    (VERBS). A verb it cannot do raises NotSupported, and `verbs` lists the ones it can, so the
+    manager refuses a request before it changes any state. Verbs that act for a VM are told the host
+    that runs it (`host`: the hypervisor's name): a backend that must log the host in, activate a
+    volume there or copy to its local cache does it then."""
+
+    name: str
+    verbs: frozenset[str]
+
+    def disk_source(self, disk: str, host: str) -> DiskSource:
+        """How `host`'s hypervisor opens `disk` (rendered into the domain by the driver)."""
+
+    def premigrate(self, disk: str, source_host: str, target_host: str) -> None:
+        """Make `disk` usable on target_host before the live migration (activate, log in)."""
+
+    def postmigrate(self, disk: str, source_host: str, target_host: str) -> None:
+        """Release `disk` on source_host after the migration succeeded."""
 
     def disk_path(self, datastore_path: str, vm_id: int, index: int) -> str: ...
 
     def image_path(self, datastore_path: str, image_id: int) -> str: ...
 
-    def clone(self, image: str, disk: str) -> None:
-        """Make `disk` a copy-on-write child of `image` (atomically: complete or absent)."""
+    def clone(self, image: str, disk: str, host: str = "") -> None:
+        """Make `disk` a copy-on-write child of `image` for a VM on `host` (atomically: complete or
+        absent, also when the process dies at any point)."""
 
     def verify(self, disk: str, image: str) -> bool:
         """True when `disk` exists, is readable and is a child of `image`."""
@@ -119,3 +201,94 @@ class Backend(Protocol):
 
 class DriverError(Exception):
     """A hypervisor or backend refused or failed; the message says why."""
+
+
+class NotSupported(DriverError):
+    """The backend cannot do this verb at all (not a failure): the manager refuses the request with
+    NOT_SUPPORTED before it changes anything."""
+
+    def __init__(self, backend: str, verb: str):
+        super().__init__(f"the {backend} backend cannot {VERB_WORDS.get(verb, verb)} ({verb})")
+        self.backend, self.verb = backend, verb
+
+
+# OpenNebula's transfer-manager verbs this product needs, and what each does, for messages.
+VERB_WORDS = {
+    "clone": "make a copy-on-write disk of an image for a VM", "ln": "give a VM a persistent image itself",
+    "delete": "delete a VM's disks", "mkimage": "create a blank image", "import": "import an image",
+    "resize": "resize a disk", "snap_create": "snapshot a disk", "snap_revert": "revert a disk to a snapshot",
+    "snap_delete": "delete a disk snapshot", "capacity": "report capacity", "premigrate": "prepare a migration",
+    "postmigrate": "finish a migration",
+}
+VERBS = tuple(VERB_WORDS)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One typed datastore parameter a backend declares; checked at `datastore create`."""
+
+    name: str
+    kind: str = "str"  # str, int, bool, choice
+    required: bool = False
+    default: Any = None
+    pattern: str = r"[A-Za-z0-9._-]{1,128}"  # str: the whole value must match
+    choices: tuple[str, ...] = ()
+    minimum: int = 0
+    maximum: int = 2 ** 62
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class BackendType:
+    """A storage technology as the registry knows it: its parameters, the verbs it can do, and how to
+    build one bound to a datastore (factory(runner, datastore_path, params))."""
+
+    name: str
+    summary: str
+    params: tuple[Param, ...]
+    verbs: frozenset[str]
+    factory: Callable[..., Any]
+    source_kind: str = "file"
+    check: Callable[[dict[str, Any]], None] | None = None  # rules across parameters; raises ParamError
+
+
+def check_params(backend: BackendType, given: dict[str, Any]) -> dict[str, Any]:
+    """The datastore parameters with defaults filled in, or ParamError naming the field, the value
+    and the fix. Pure: the registry's declarations are the only rule."""
+    known = {p.name: p for p in backend.params}
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ParamError(f"params.{unknown[0]}", given[unknown[0]],
+                         f"the {backend.name} backend has no parameter {unknown[0]!r}; it takes: "
+                         f"{', '.join(known) or 'none'}")
+    out: dict[str, Any] = {}
+    for p in backend.params:
+        if p.name not in given:
+            if p.required:
+                raise ParamError(f"params.{p.name}", None, f"the {backend.name} backend needs {p.name}: {p.help}")
+            if p.default is not None:
+                out[p.name] = p.default
+            continue
+        value = given[p.name]
+        if p.kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int) or not p.minimum <= value <= p.maximum:
+                raise ParamError(f"params.{p.name}", value, f"{p.name} must be a whole number from {p.minimum} "
+                                 f"to {p.maximum}")
+        elif p.kind == "bool":
+            if not isinstance(value, bool):
+                raise ParamError(f"params.{p.name}", value, f"{p.name} must be true or false")
+        elif p.kind == "choice":
+            if value not in p.choices:
+                raise ParamError(f"params.{p.name}", value, f"{p.name} must be one of {', '.join(p.choices)}")
+        elif not isinstance(value, str) or not re.fullmatch(p.pattern, value):
+            raise ParamError(f"params.{p.name}", value, f"{p.name} must match {p.pattern}: {p.help}")
+        out[p.name] = value
+    if backend.check:
+        backend.check(out)
+    return out
+
+
+class ParamError(ValueError):
+    def __init__(self, field_name: str, value: Any, fix: str):
+        super().__init__(fix)
+        self.field, self.value, self.fix = field_name, value, fix

@@ -160,6 +160,8 @@ CATALOGUE: dict[str, Entry] = {
     "FORBIDDEN": (ExitCode.INVALID_INPUT, "ask an administrator, or use a token of a user who owns it", 403),
     "METHOD_NOT_ALLOWED": (ExitCode.NOT_AVAILABLE, "this manager does not offer {method} {route}: upgrade the "
                                                    "manager to this CLI's version", 405),
+    "NOT_SUPPORTED": (ExitCode.INVALID_INPUT, "use a datastore whose backend can do this (`appliance datastore "
+                                              "backends` lists each backend's verbs)", 409),
     "BACKEND_FAILED": (ExitCode.STEP_FAILED, "the hypervisor or storage refused: see details, and the manager's log",
                        502),
     "INTERNAL": (ExitCode.INTERNAL, "a bug in the manager: see its log", 500),

@@ -46,6 +46,8 @@ class DatastoreSlot:
     used_mb: int = 0
     cluster_ids: tuple[int, ...] = ()  # empty: usable from every cluster
     attributes: Mapping[str, Any] = field(default_factory=dict)  # NAME, SPEED, ...
+    verbs: frozenset[str] | None = None  # what its backend can do; None: everything
+    backend: str = ""  # its backend's name; "" matches any request
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,10 @@ class Request:
     requirements: str = ""
     rank: str = ""  # overrides the policy's rank
     ds_requirements: str = ""
+    needs: frozenset[str] = frozenset()  # storage verbs its disks need of the datastore (clone, ...)
+    # The backend its images' datastores use: a clone is made by the same technology as its image
+    # (an RBD clone of an RBD image, a qcow2 overlay of a qcow2 file). Empty: no clones.
+    backends: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -182,6 +188,10 @@ class _Datastores:
         for ds in candidates:
             if ds.cluster_ids and host.cluster_id not in ds.cluster_ids:
                 continue
+            if ds.verbs is not None and not request.needs <= ds.verbs:
+                continue  # its backend cannot prepare these disks: NOT_SUPPORTED there, so not a candidate
+            if request.backends and ds.backend and request.backends != {ds.backend}:
+                continue  # it cannot clone images of another technology
             free = ds.total_mb - self.used[ds.id]
             if free < request.disk_mb:
                 continue

@@ -1,12 +1,8 @@
 """qcow2 datastores on a directory: images are base files, VM disks are copy-on-write overlays.
 
-Layout: <datastore>/images/<image id>.qcow2 and <datastore>/vms/<vm id>/disk.<n>.qcow2.
+Layout (storage/layout.py): <datastore>/images/<image id>.qcow2 and <datastore>/vms/<vm id>/disk.<n>.qcow2.
 Every write goes to a temporary name first and is renamed into place, so a crash leaves a
-complete file or no file, never a half-made overlay that looks valid. A crash between the two
-leaves `<name>.tmp`; remove_partial_images/remove_partial_disks clear those at start-up.
-
-Orphan sweeps quarantine a VM's directory (<datastore>/quarantine/<vm id>-<UTC stamp>) instead of
-deleting it, so a wrong sweep can be undone until purge_quarantine runs.
+complete file or no file, never a half-made overlay that looks valid.
 """
 from __future__ import annotations
 
@@ -14,20 +10,13 @@ import json
 import os
 import re
 import stat
-import subprocess
-from datetime import datetime
 from typing import Any, Callable
 
-from appliance.core.protocols import DriverError
-from appliance.core.runner import CommandFailed, Runner
+from appliance.core.protocols import VERBS, DriverError
+from appliance.core.runner import Runner
+from appliance.storage.layout import DirectoryLayout
 
 SNAPSHOT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-# Canonical decimal only: "007" or a Unicode digit would alias vms/7 and make a sweep act on VM 7.
-VM_DIR = re.compile(r"0|[1-9][0-9]*")
-STAMP = re.compile(r"[0-9]{8}T[0-9]{6}Z")  # UTC, fixed width: string order is time order
-QUARANTINED = re.compile(r"(0|[1-9][0-9]*)-([0-9]{8}T[0-9]{6}Z)")
-PARTIAL_IMAGE = re.compile(r"[0-9]+\.qcow2\.tmp")
-PARTIAL_DISK = re.compile(r"[0-9]+/disk\.[0-9]+\.qcow2\.tmp")
 
 # Import safety. Formats that qemu-img may probe and that we accept; anything else (qcow, qed, luks,
 # dmg, parallels, ...) is refused rather than audited for ways to reference other files.
@@ -35,7 +24,6 @@ IMPORT_FORMATS = frozenset({"raw", "qcow2", "vmdk", "vdi", "vpc", "vhdx"})
 MAX_CHAIN = 16  # images in a backing chain, the top one included
 INFO_TIMEOUT = 60.0  # s, one qemu-img info or stat: metadata only, generous for slow NFS
 CONVERT_TIMEOUT = 6 * 3600.0  # s, copying a large image; bounds a hang, not a normal import
-TIMED_OUT = 124  # the returncode LocalRunner and SshRunner give a command that hit its timeout
 
 
 # -- pure command builders -------------------------------------------------------------------------
@@ -87,17 +75,6 @@ def file_kind(mode: int) -> str:
         if test(mode):
             return name
     return "special file"
-
-
-def check_stamp(stamp: str) -> str:
-    """A UTC stamp like 20261129T041500Z, or DriverError: it becomes part of a path."""
-    if not isinstance(stamp, str) or not STAMP.fullmatch(stamp):
-        raise DriverError(f"stamp {stamp!r} must look like 20261129T041500Z (UTC)")
-    try:
-        datetime.strptime(stamp, "%Y%m%dT%H%M%SZ")
-    except ValueError:
-        raise DriverError(f"stamp {stamp!r} is not a valid date and time") from None
-    return stamp
 
 
 def plain_name(name: Any) -> bool:
@@ -174,21 +151,18 @@ def chain_problems(chain_json: str | list | dict, allowed: Callable[[str], bool]
     return list(dict.fromkeys(problems))  # one message per problem, in order
 
 
-class Qcow2Backend:
+class Qcow2Backend(DirectoryLayout):
+    """Every verb, on a directory every host mounts (NFS from the frontend, or local): migration
+    moves nothing, so premigrate and postmigrate do nothing."""
+
+    name = "qcow2"
+    suffix = "qcow2"
+    verbs = frozenset(VERBS)
+
     def __init__(self, runner: Runner, info_timeout: float = INFO_TIMEOUT, convert_timeout: float = CONVERT_TIMEOUT):
-        self.runner = runner
+        super().__init__(runner)
         self.info_timeout = info_timeout
         self.convert_timeout = convert_timeout
-
-    def _run(self, argv: list[str], timeout: float | None = None) -> str:
-        try:
-            return self.runner.run(argv, timeout=timeout).stdout
-        except CommandFailed as exc:
-            if timeout is not None and exc.result.returncode == TIMED_OUT:
-                raise DriverError(f"`{exc.result.argv}` timed out after {timeout:g} s") from None
-            raise DriverError(str(exc)) from None
-        except (subprocess.TimeoutExpired, TimeoutError):  # a runner that raises instead of returning 124
-            raise DriverError(f"`{' '.join(argv)}` timed out after {timeout} s") from None
 
     def _into_place(self, build: list[str], tmp: str, target: str, timeout: float | None = None) -> None:
         self._run(["mkdir", "-p", target.rsplit("/", 1)[0]])
@@ -199,39 +173,19 @@ class Qcow2Backend:
             self.runner.run(["rm", "-f", "--", tmp], check=False)
             raise
 
-    def _names(self, argv: list[str]) -> list[str]:
-        """The NUL-separated names a find -printf '...\\0' prints; none when the directory is missing."""
-        return [n for n in self.runner.run(argv, check=False).stdout.split("\0") if n]
-
-    def disk_path(self, datastore_path: str, vm_id: int, index: int) -> str:
-        return f"{datastore_path}/vms/{int(vm_id)}/disk.{int(index)}.qcow2"
-
-    def image_path(self, datastore_path: str, image_id: int) -> str:
-        return f"{datastore_path}/images/{int(image_id)}.qcow2"
-
     def info(self, path: str, timeout: float | None = None) -> dict | None:
         result = self.runner.run(info_cmd(path), check=False, timeout=timeout)
         if not result.ok:
             return None
         return json.loads(result.stdout)
 
-    def clone(self, image: str, disk: str) -> None:
+    def clone(self, image: str, disk: str, host: str = "") -> None:
         tmp = f"{disk}.tmp"
         self._into_place(overlay_cmd(image, tmp), tmp, disk)
 
     def verify(self, disk: str, image: str) -> bool:
         info = self.info(disk)
         return info is not None and info.get("backing-filename") == image
-
-    def delete_vm_disks(self, datastore_path: str, vm_id: int) -> None:
-        self._run(["rm", "-rf", "--", f"{datastore_path}/vms/{int(vm_id)}"])
-
-    def vm_ids_with_disks(self, datastore_path: str) -> list[int]:
-        # Only vms/<id>/ directly: quarantine/ is a sibling of vms/, never searched. NUL-separated, so
-        # a name with a space or newline cannot read as two ids.
-        names = self._names(["find", f"{datastore_path}/vms", "-mindepth", "1", "-maxdepth", "1", "-type", "d",
-                             "-printf", "%f\\0"])
-        return sorted(int(name) for name in names if VM_DIR.fullmatch(name))
 
     # -- import ----------------------------------------------------------------------------------------
     def _require_regular_file(self, path: str, what: str) -> None:
@@ -291,65 +245,6 @@ class Qcow2Backend:
         self._into_place(convert_cmd(source, tmp, chain[0].get("format")), tmp, target, timeout=self.convert_timeout)
         return self.virtual_size_mb(target, timeout=self.info_timeout)
 
-    def remove_partial_images(self, datastore_path: str) -> list[str]:
-        """Delete <ds>/images/<digits>.qcow2.tmp (an import or create that crashed before its rename);
-        returns the paths removed. Only when nothing is importing into this datastore (start-up)."""
-        return self._remove_matching(f"{datastore_path}/images", 1, PARTIAL_IMAGE)
-
-    def remove_partial_disks(self, datastore_path: str) -> list[str]:
-        """Delete <ds>/vms/<digits>/disk.<digits>.qcow2.tmp (a clone that crashed before its rename);
-        returns the paths removed. Only when nothing is cloning into this datastore (start-up)."""
-        return self._remove_matching(f"{datastore_path}/vms", 2, PARTIAL_DISK)
-
-    def _remove_matching(self, directory: str, depth: int, pattern: "re.Pattern[str]") -> list[str]:
-        """Delete the regular files exactly `depth` levels below `directory` whose relative path
-        matches `pattern` in full; nothing else is touched."""
-        names = self._names(["find", directory, "-mindepth", str(depth), "-maxdepth", str(depth), "-type", "f",
-                             "-printf", "%P\\0"])
-        paths = sorted(f"{directory}/{n}" for n in names if pattern.fullmatch(n))
-        if paths:
-            self._run(["rm", "-f", "--", *paths])
-        return paths
-
-    # -- quarantine ------------------------------------------------------------------------------------
-    def quarantine_vm_disks(self, datastore_path: str, vm_id: int, stamp: str) -> str:
-        """Move <ds>/vms/<vm_id> to <ds>/quarantine/<vm_id>-<stamp> (stamp: UTC, 20261129T041500Z) and
-        return the new path; "" when the VM has no directory. Never moves into an existing entry."""
-        check_stamp(stamp)
-        if not isinstance(vm_id, int) or isinstance(vm_id, bool) or vm_id < 0:
-            raise DriverError(f"{vm_id!r} is not a VM id")
-        source = f"{datastore_path}/vms/{vm_id}"
-        if not self.runner.run(["test", "-d", source], check=False).ok:
-            return ""
-        quarantine = f"{datastore_path}/quarantine"
-        target = f"{quarantine}/{vm_id}-{stamp}"
-        self._run(["mkdir", "-p", "--", quarantine])
-        if self.runner.run(["test", "-e", target], check=False).ok or \
-                self.runner.run(["test", "-L", target], check=False).ok:
-            raise DriverError(f"cannot quarantine {source}: {target} exists")
-        # -T: rename onto `target` itself, never into it; -n: a target made since the test above is kept.
-        self._run(["mv", "--no-target-directory", "--no-clobber", "--", source, target])
-        if self.runner.run(["test", "-e", source], check=False).ok:  # mv -n skips silently
-            raise DriverError(f"cannot quarantine {source}: {target} appeared meanwhile")
-        return target
-
-    def quarantined(self, datastore_path: str) -> list[tuple[int, str, str]]:
-        """(vm id, stamp, path) of each entry in <ds>/quarantine named exactly <vm id>-<stamp>."""
-        quarantine = f"{datastore_path}/quarantine"
-        names = self._names(["find", quarantine, "-mindepth", "1", "-maxdepth", "1", "-printf", "%f\\0"])
-        found = [(int(m[1]), m[2], f"{quarantine}/{m[0]}") for m in map(QUARANTINED.fullmatch, names) if m]
-        return sorted(found)
-
-    def purge_quarantine(self, datastore_path: str, older_than: str) -> list[str]:
-        """Remove quarantined entries whose stamp is before `older_than` (same format); returns them."""
-        check_stamp(older_than)
-        removed = []
-        for _vm_id, stamp, path in self.quarantined(datastore_path):
-            if stamp < older_than:
-                self._run(["rm", "-rf", "--", path])
-                removed.append(path)
-        return removed
-
     def virtual_size_mb(self, path: str, timeout: float | None = None) -> int:
         info = self.info(path, timeout=timeout)
         if info is None:
@@ -359,6 +254,11 @@ class Qcow2Backend:
     def create_image(self, target: str, size_mb: int) -> None:
         if not 1 <= size_mb <= 64 * 1024 * 1024:
             raise DriverError("size_mb must be 1 MiB to 64 TiB")
+        # A blank image is sparse, but the guest will fill it: one larger than the free space would
+        # fail writes inside a running VM later (the datastore directory is images/..).
+        _, free = self.capacity(target.rsplit("/", 2)[0])
+        if size_mb > free:
+            raise DriverError(f"the datastore is full: a {size_mb} MiB image asked, {free} MiB free")
         tmp = f"{target}.tmp"
         self._into_place(blank_cmd(tmp, size_mb), tmp, target)
 
@@ -366,7 +266,17 @@ class Qcow2Backend:
         self._run(["rm", "-f", "--", path])
 
     def resize(self, disk: str, size_mb: int) -> None:
+        # Shrinking cuts off whatever the guest keeps at the end of its disk: refused, never attempted.
+        current = self.virtual_size_mb(disk, timeout=self.info_timeout)
+        if size_mb < current:
+            raise DriverError(f"{disk} is {current} MiB; shrinking it to {size_mb} MiB would lose data")
         self._run(resize_cmd(disk, size_mb))
+
+    def premigrate(self, disk: str, source_host: str, target_host: str) -> None:
+        pass  # shared directory: the target already sees the disk
+
+    def postmigrate(self, disk: str, source_host: str, target_host: str) -> None:
+        pass
 
     def snapshot_create(self, disk: str, name: str) -> None:
         self._run(snapshot_cmd("-c", name, disk))

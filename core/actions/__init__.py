@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
 from ..entities import Datastore
 from ..errors import CoreError
 from ..pools import Store
-from ..protocols import Backend
+from ..protocols import VERBS, Backend, BackendType
 
 
 class PathPolicy:
@@ -55,6 +55,10 @@ class Env:
     import_paths: PathPolicy = field(default_factory=lambda: PathPolicy(["/"], resolve=False))
     wall: Callable[[], float] = time.time  # UTC epoch: persisted times are compared across nodes
     importing: set[int] = field(default_factory=set)  # image ids whose import runs in this process
+    # The storage registry (storage/registry.TYPES), handed in by the composition root; without it,
+    # only qcow2 with no parameters (what backend_for alone can promise).
+    backend_types: Mapping[str, BackendType] = field(default_factory=lambda: {
+        "qcow2": BackendType("qcow2", "qcow2 overlays on a directory", (), frozenset(VERBS), lambda *a: None)})
 
 
 class Manager:
@@ -62,7 +66,7 @@ class Manager:
 
     def __init__(self, store: Store, backend_for: Callable[[Datastore], Backend], wake: Callable[[], None] = lambda: None,
                  datastore_paths: PathPolicy | None = None, import_paths: PathPolicy | None = None,
-                 wall: Callable[[], float] = time.time):
+                 wall: Callable[[], float] = time.time, backend_types: Mapping[str, BackendType] | None = None):
         from .audit import Audit
         from .clusters import Clusters
         from .datastores import Datastores
@@ -74,6 +78,8 @@ class Manager:
 
         self.env = Env(store, backend_for, wake, datastore_paths or PathPolicy(["/"], resolve=False),
                        import_paths or PathPolicy(["/"], resolve=False), wall)
+        if backend_types is not None:
+            self.env.backend_types = backend_types
         self.store = store
         self.users = Users(self.env)
         self.clusters = Clusters(self.env)

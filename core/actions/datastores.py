@@ -10,10 +10,8 @@ from typing import Any
 from ..authz import Actor
 from ..entities import Datastore
 from ..errors import CoreError
-from ..protocols import DriverError
+from ..protocols import DriverError, NotSupported, ParamError, check_params
 from . import Env, values
-
-BACKENDS = ("qcow2",)
 
 
 def overlap(one: str, other: str) -> bool:
@@ -27,18 +25,26 @@ class Datastores:
         self.env = env
 
     def create(self, actor: Actor, name: str, path: str, kind: str = "system", backend: str = "qcow2",
-               cluster_ids: list[int] | None = None, attributes: dict[str, Any] | None = None) -> Datastore:
+               cluster_ids: list[int] | None = None, attributes: dict[str, Any] | None = None,
+               params: dict[str, Any] | None = None) -> Datastore:
         if kind not in ("system", "image"):
             raise CoreError("VALUE_INVALID", "kind must be system or image", field="kind", value=kind)
-        if backend not in BACKENDS:
-            raise CoreError("VALUE_INVALID", f"backend {backend!r} is not one of {BACKENDS}", field="backend",
-                            value=backend)
+        known = self.env.backend_types
+        if backend not in known:
+            raise CoreError("VALUE_INVALID", f"backend {backend!r} is not one of {', '.join(sorted(known))}",
+                            field="backend", value=backend)
+        try:
+            checked = check_params(known[backend], dict(params or {}))
+        except ParamError as exc:
+            raise CoreError("VALUE_INVALID", exc.fix, field=exc.field, value=exc.value) from None
         resolved = self.env.datastore_paths.check(values.path(path, "path"), "path")
-        ds = Datastore(name=values.name(name), backend=backend, kind=kind, path=resolved,
+        ds = Datastore(name=values.name(name), backend=backend, params=checked, kind=kind, path=resolved,
                        cluster_ids=sorted(set(cluster_ids or [])), attributes=dict(attributes or {}),
                        owner_id=actor.user_id, group_id=actor.group_id)
         try:
             ds.total_mb, ds.free_mb = self.env.backend_for(ds).capacity(ds.path)
+        except NotSupported as exc:  # the scheduler places by free space: a datastore must report it
+            raise CoreError("NOT_SUPPORTED", str(exc), field="backend", value=backend, verb=exc.verb) from None
         except (DriverError, OSError) as exc:
             raise CoreError("VALUE_INVALID", f"datastore path {path} is not usable: {exc}", field="path",
                             value=path) from None
@@ -51,6 +57,14 @@ class Datastores:
             for cluster_id in ds.cluster_ids:
                 self.env.store.clusters.require(tx, cluster_id)
             return self.env.store.datastores.insert(tx, ds)
+
+    def backends(self) -> list[dict[str, Any]]:
+        """The registry as data: name, summary, verbs, and each parameter's type, default and help."""
+        return [{"name": t.name, "summary": t.summary, "verbs": sorted(t.verbs), "source": t.source_kind,
+                 "params": [{"name": p.name, "type": p.kind, "required": p.required, "default": p.default,
+                             **({"choices": list(p.choices)} if p.choices else {}), "help": p.help}
+                            for p in t.params]}
+                for t in sorted(self.env.backend_types.values(), key=lambda t: t.name)]
 
     def get(self, actor: Actor, ident: int) -> Datastore:
         with self.env.store.read() as tx:

@@ -11,7 +11,7 @@ from .. import authz
 from ..authz import Actor
 from ..entities import Image
 from ..errors import CoreError
-from ..protocols import DriverError
+from ..protocols import VERB_WORDS, DriverError
 from . import Env, values
 
 log = logging.getLogger("appliance.images")
@@ -51,6 +51,10 @@ class Images:
             if ds.kind != "image":
                 raise CoreError("VALUE_INVALID", f"datastore {ds.name} is a {ds.kind} datastore, not an image one",
                                 field="datastore_id", value=datastore_id)
+            verb = "import" if source is not None else "mkimage"
+            if verb not in self.env.backend_for(ds).verbs:  # refused before the LOCKED row exists
+                raise CoreError("NOT_SUPPORTED", f"datastore {ds.name}'s {ds.backend} backend cannot "
+                                f"{VERB_WORDS[verb]}", field="datastore_id", value=datastore_id, verb=verb)
             image = self.env.store.images.insert(tx, Image(
                 name=values.name(name), datastore_id=ds.id, persistent=persistent, state=LOCKED,
                 owner_id=actor.user_id, group_id=actor.group_id, shared=shared, public=public))

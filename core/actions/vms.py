@@ -14,6 +14,7 @@ from ..db import Tx
 from ..entities import TRANSIENT, VM, HostState, VmState as S
 from ..errors import CoreError
 from ..lifecycle import action_target, enter, recover_target
+from ..protocols import VERB_WORDS
 from . import Env, values
 from .vnets import Vnets
 
@@ -88,7 +89,9 @@ class Vms:
             if image.persistent and (count > 1 or self.env.store.vms.users_of_image(tx, image_id)
                                      or image_ids.count(image_id) > 1):
                 raise CoreError("IN_USE", f"persistent image {image.name} is already used", image_id=image_id)
-            disks.append({"image_id": image.id, "target": f"vd{chr(97 + index)}", "size_mb": image.size_mb})
+            backend = self.env.store.datastores.require(tx, image.datastore_id).backend
+            disks.append({"image_id": image.id, "target": f"vd{chr(97 + index)}", "size_mb": image.size_mb,
+                          "persistent": image.persistent, "backend": backend})
         return disks
 
     def get(self, actor: Actor, ident: int) -> VM:
@@ -127,6 +130,8 @@ class Vms:
                     raise CoreError("STATE_INVALID", f"host {host.name} is {host.state}", host_id=host_id)
                 if action == "migrate" and host_id == vm.host_id:
                     raise CoreError("VALUE_INVALID", "the VM already runs on that host", field="host_id")
+                if action == "migrate" and vm.datastore_id is not None:
+                    self._require_verbs(tx, vm.datastore_id, ("premigrate", "postmigrate"))
             ds_id = None
             if action == "deploy":
                 ds_id = datastore_id if datastore_id is not None else self._default_system_datastore(tx)
@@ -134,6 +139,9 @@ class Vms:
                     # VM disks live on system datastores; one elsewhere would strand the VM PENDING
                     raise CoreError("VALUE_INVALID", f"datastore {ds_id} is not a system datastore",
                                     field="datastore_id", value=ds_id)
+                if any(not d.get("persistent") for d in vm.disks):
+                    self._require_verbs(tx, ds_id, ("clone",))
+                    self._require_backend(tx, ds_id, vm)
             previous_state = vm.state
             migrating = vm.state == S.MIGRATE or (vm.state == S.FAILED and vm.failed_in == S.MIGRATE)
             enter(vm, state, intent)
@@ -150,6 +158,23 @@ class Vms:
                 raise CoreError("STATE_INVALID", f"VM {ident} changed meanwhile; read it again", vm_id=ident)
         self.env.wake()
         return vm
+
+    def _require_verbs(self, tx: Tx, ds_id: int, verbs: tuple[str, ...]) -> None:
+        """NOT_SUPPORTED, before anything changes, when the datastore's backend lacks a verb."""
+        ds = self.env.store.datastores.require(tx, ds_id)
+        have = getattr(self.env.backend_for(ds), "verbs", None)
+        missing = [v for v in verbs if have is not None and v not in have]
+        if missing:
+            raise CoreError("NOT_SUPPORTED", f"datastore {ds.name}'s {ds.backend} backend cannot "
+                            f"{VERB_WORDS[missing[0]]}", datastore_id=ds_id, verb=missing[0])
+
+    def _require_backend(self, tx: Tx, ds_id: int, vm: VM) -> None:
+        ds = self.env.store.datastores.require(tx, ds_id)
+        other = sorted({d["backend"] for d in vm.disks if not d.get("persistent") and d.get("backend")} - {ds.backend})
+        if other:
+            raise CoreError("NOT_SUPPORTED", f"datastore {ds.name} ({ds.backend}) cannot clone images kept by the "
+                            f"{other[0]} backend; deploy to a {other[0]} system datastore", datastore_id=ds_id,
+                            verb="clone")
 
     def _recoverable(self, vm: VM, how: str) -> None:
         if vm.state in TRANSIENT and self.env.wall() - vm.updated < self.recover_transient_after:

@@ -187,3 +187,33 @@ def test_the_serve_log_has_timestamps_levels_json_lines_and_an_access_log_withou
     assert any("/api/v1/vms" in line["message"] for line in access)
     assert any("POST /api/v1/hosts" in line["message"] for line in access)
     assert token not in server.log.read_text()
+
+
+def test_the_running_manager_offers_the_registrys_backends_and_builds_one_per_datastore(serve, tmp_path):
+    """Through the real service and CLI: the backends listed are the registry's, a dummy datastore
+    takes its typed parameters, a dummy image datastore refuses a verb it was not given, and a VM
+    on dummy storage reaches RUNNING."""
+    from appliance.storage import registry
+
+    listed = serve.cli("datastore", "backends")
+    assert {b["name"] for b in listed["items"]} == set(registry.TYPES)
+    for name in ("images", "small", "system"):
+        (tmp_path / name).mkdir()
+    serve.cli("host", "create", "hv1", "--driver", "fake")
+    images = serve.cli("datastore", "create", "images", "--path", str(tmp_path / "images"), "--kind", "image",
+                       "--backend", "dummy", "--param", "size_mb=4096")
+    small = serve.cli("datastore", "create", "small", "--path", str(tmp_path / "small"), "--kind", "image",
+                      "--backend", "dummy", "--param", "verbs=capacity,delete")
+    serve.cli("datastore", "create", "system", "--path", str(tmp_path / "system"), "--backend", "dummy")
+    assert (images["backend"], images["params"], images["total_mb"]) == ("dummy", {"size_mb": 4096}, 4096)
+    refused = subprocess.run([sys.executable, "-m", "appliance", "image", "create", "b", "--datastore",
+                              str(small["id"]), "--size", "8", "--json"], env=serve.env, capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode != 0 and "NOT_SUPPORTED" in refused.stdout + refused.stderr
+    image = serve.cli("image", "create", "base", "--datastore", str(images["id"]), "--size", "16")
+    vm = serve.cli("vm", "create", "web", "--cpu", "0.1", "--memory", "64", "--disk", str(image["id"]))
+    vm_id = str(vm["items"][0]["id"])
+    serve.cli("vm", "wait", vm_id, "--timeout", "60")
+    shown = serve.cli("vm", "show", vm_id)
+    assert shown["state"] == "RUNNING" and shown["disks"][0]["source"]["kind"] == "file"
+    assert shown["disks"][0]["path"].startswith(str(tmp_path / "system"))

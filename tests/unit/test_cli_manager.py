@@ -146,6 +146,33 @@ def test_attr_explicit_types(manager):
                                                          "TAG": "42", "EMPTY": ""}
 
 
+def test_datastore_params_are_typed_by_the_backends_declarations(manager):
+    manager.answer("POST", "/datastores", 201, {"id": 1, "name": "d"})
+    result = invoke("datastore", "create", "d", "--path", "/srv/d", "--backend", "dummy", "--param", "size_mb=2048",
+                    "--param", "verbs=clone,capacity")
+    assert result.exit_code == 0, result.output
+    body = manager.requests[0]["body"]
+    assert (body["backend"], body["params"]) == ("dummy", {"size_mb": 2048, "verbs": "clone,capacity"})
+
+
+def test_a_datastore_param_of_the_wrong_type_is_refused_before_any_request(manager):
+    result = invoke("datastore", "create", "d", "--path", "/srv/d", "--backend", "dummy", "--param", "size_mb=lots",
+                    "--json")
+    assert result.exit_code == ExitCode.USAGE
+    (report,) = reports(result)
+    assert (report["code"], report["path"], report["value"]) == ("FLAG_INVALID", "--param", "size_mb=lots")
+    assert manager.requests == []
+
+
+def test_datastore_backends_lists_verbs_and_parameters(manager):
+    manager.answer("GET", "/datastore-backends", 200, {"items": [
+        {"name": "dummy", "summary": "descriptors only", "verbs": ["clone", "delete"], "source": "file",
+         "params": [{"name": "size_mb", "type": "int", "required": False, "default": 1, "help": ""}]}]})
+    result = invoke("datastore", "backends")
+    assert result.exit_code == 0, result.output
+    assert "dummy" in result.output and "clone,delete" in result.output and "size_mb:int" in result.output
+
+
 @pytest.mark.parametrize("pair", ["CORES:int=eight", "LOAD:float=nan", "GPU:bool=maybe", "MAC:hex=1e3",
                                   "=5", "ZONE", "1X=1"])
 def test_attr_bad_values_are_coded_errors(manager, pair):

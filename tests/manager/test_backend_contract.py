@@ -1,0 +1,281 @@
+"""The storage contract: the same tests for every backend in storage/registry.py, each against the
+real system it drives (qemu-img for qcow2; the dummy keeps descriptors only). A backend joins the
+registry only when it passes all of them; a verb it does not declare must answer NotSupported.
+
+Crash safety is tested by killing a process that clones (SIGKILL, at many points in time): what
+is left after the start-up sweep is a complete disk or none."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from appliance.core.protocols import VERBS, DiskSource, DriverError, NotSupported, ParamError, check_params
+from appliance.drivers.libvirt import qemu_filename
+from appliance.runner.local import LocalRunner
+from appliance.storage import registry
+from tests.conftest import ROOT, require_tool
+
+
+@dataclass
+class Case:
+    name: str
+    params: dict
+    needs: tuple[str, ...]  # programs the real system needs
+    holds_data: bool  # qemu opens its disks through the rendered source
+
+
+CASES = {c.name: c for c in (
+    Case("qcow2", {}, ("qemu-img",), True),
+    Case("dummy", {"size_mb": 4096}, (), False),
+)}
+
+
+def test_every_registered_backend_is_under_contract():
+    assert set(CASES) == set(registry.TYPES), "a backend in the registry has no contract case (or the reverse)"
+
+
+@pytest.fixture(params=sorted(CASES))
+def case(request, tmp_path):
+    case = CASES[request.param]
+    require_tool(*case.needs)
+    datastore = tmp_path / "ds"
+    datastore.mkdir()
+    backend = registry.build(case.name, LocalRunner(), str(datastore), case.params)
+    return case, backend, str(datastore)
+
+
+def _open_with_qemu(source: DiskSource) -> dict:
+    out = subprocess.run(["qemu-img", "info", "--output=json", "--force-share", qemu_filename(source)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_declares_its_verbs_and_refuses_the_others(case):
+    c, backend, ds = case
+    assert backend.name == c.name and backend.verbs <= set(VERBS)
+    assert registry.TYPES[c.name].verbs >= backend.verbs
+    calls: dict[str, Callable[[], object]] = {
+        "mkimage": lambda: backend.create_image(backend.image_path(ds, 90), 1),
+        "resize": lambda: backend.resize(backend.image_path(ds, 90), 2),
+        "snap_create": lambda: backend.snapshot_create(backend.image_path(ds, 90), "s"),
+        "snap_revert": lambda: backend.snapshot_revert(backend.image_path(ds, 90), "s"),
+        "snap_delete": lambda: backend.snapshot_delete(backend.image_path(ds, 90), "s"),
+        "premigrate": lambda: backend.premigrate(backend.disk_path(ds, 1, 0), "a", "b"),
+        "postmigrate": lambda: backend.postmigrate(backend.disk_path(ds, 1, 0), "a", "b"),
+    }
+    for verb, call in calls.items():
+        if verb not in backend.verbs:
+            with pytest.raises(NotSupported):
+                call()
+
+
+def test_a_backend_without_a_verb_answers_not_supported_before_touching_anything(tmp_path):
+    backend = registry.build("dummy", LocalRunner(), str(tmp_path), {"verbs": "capacity,clone"})
+    image = backend.image_path(str(tmp_path), 1)
+    with pytest.raises(NotSupported) as caught:
+        backend.create_image(image, 1)
+    assert caught.value.verb == "mkimage" and "cannot create a blank image" in str(caught.value)
+    assert not any(tmp_path.rglob("*")), "a refused verb wrote something"
+
+
+def test_image_clone_verify_source_and_delete(case):
+    c, backend, ds = case
+    image = backend.image_path(ds, 1)
+    backend.create_image(image, 16)
+    disk = backend.disk_path(ds, 7, 0)
+    assert not backend.verify(disk, image)
+    backend.clone(image, disk, host="hv01")
+    assert backend.verify(disk, image) and not backend.verify(disk, backend.image_path(ds, 2))
+    source = backend.disk_source(disk, "hv01")
+    assert source.kind in ("file", "block", "rbd", "iscsi", "nbd")
+    if c.holds_data:
+        info = _open_with_qemu(source)
+        assert info["virtual-size"] == 16 * 1024 * 1024
+    assert backend.vm_ids_with_disks(ds) == [7]
+    backend.delete_vm_disks(ds, 7)
+    assert backend.vm_ids_with_disks(ds) == [] and not backend.verify(disk, image)
+    backend.delete_image(image)
+
+
+def test_resize_grows_and_refuses_to_shrink(case):
+    c, backend, ds = case
+    image = backend.image_path(ds, 3)
+    backend.create_image(image, 16)
+    backend.resize(image, 32)
+    with pytest.raises(DriverError, match="would lose data"):
+        backend.resize(image, 8)
+    if c.holds_data:
+        assert _open_with_qemu(backend.disk_source(image, ""))["virtual-size"] == 32 * 1024 * 1024
+
+
+def test_snapshots_round_trip_and_bad_names_are_refused(case):
+    _, backend, ds = case
+    image = backend.image_path(ds, 4)
+    backend.create_image(image, 8)
+    backend.snapshot_create(image, "before-upgrade")
+    assert backend.snapshots(image) == ["before-upgrade"]
+    backend.snapshot_revert(image, "before-upgrade")
+    backend.snapshot_delete(image, "before-upgrade")
+    assert backend.snapshots(image) == []
+    for bad in ("", "a b", "x" * 65, "../x", "bad name; rm -rf /"):
+        with pytest.raises(DriverError):
+            backend.snapshot_create(image, bad)
+    assert backend.snapshots(image) == []
+
+
+def test_a_full_datastore_refuses_a_blank_image_and_leaves_nothing(case):
+    _, backend, ds = case
+    total, free = backend.capacity(ds)
+    assert 0 <= free <= total
+    image = backend.image_path(ds, 5)
+    with pytest.raises(DriverError, match="full"):
+        backend.create_image(image, free + 1)
+    assert not Path(image).exists() and not Path(image + ".tmp").exists()
+
+
+def test_a_clone_of_a_missing_image_leaves_no_disk(case):
+    _, backend, ds = case
+    disk = backend.disk_path(ds, 8, 0)
+    with pytest.raises(DriverError):
+        backend.clone(backend.image_path(ds, 404), disk, host="hv01")
+    assert not backend.verify(disk, backend.image_path(ds, 404))
+    assert backend.remove_partial_disks(ds) == [] and not Path(disk).exists()
+
+
+CLONER = """
+import json, sys
+from appliance.runner.local import LocalRunner
+from appliance.storage import registry
+name, ds, params, first = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
+backend = registry.build(name, LocalRunner(), ds, params)
+image = backend.image_path(ds, 1)
+print("ready", flush=True)
+for vm in range(first, first + 500):
+    backend.clone(image, backend.disk_path(ds, vm, 0), host="hv01")
+"""
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and everything it started, frozen first so nothing new starts meanwhile:
+    a node losing power, or systemd killing a unit's cgroup. (LocalRunner gives each command a
+    session of its own, so the process group alone would miss a qemu-img writing its .tmp.)"""
+    os.kill(pid, signal.SIGSTOP)
+    tree, found = {pid}, True
+    while found:
+        found = False
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) in tree:
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            if parent in tree:
+                os.kill(int(entry.name), signal.SIGSTOP)
+                tree.add(int(entry.name))
+                found = True
+    for member in tree:
+        try:
+            os.kill(member, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_a_clone_killed_at_any_point_leaves_a_complete_disk_or_none(case):
+    """kill -9 of the service that clones, after a different delay each time, each time on new VM
+    ids: after the start-up sweep (remove_partial_disks), every disk that exists verifies as a child
+    of its image, and no partial file is left."""
+    c, backend, ds = case
+    image = backend.image_path(ds, 1)
+    backend.create_image(image, 16)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    finished = 0
+    for attempt, delay in enumerate([0.02 + 0.03 * i for i in range(16)]):
+        first = 1000 * (attempt + 1)
+        process = subprocess.Popen([sys.executable, "-c", CLONER, c.name, ds, json.dumps(c.params), str(first)],
+                                   stdout=subprocess.PIPE, text=True, env=env)
+        assert process.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        _kill_tree(process.pid)
+        process.wait(timeout=30)
+        backend.remove_partial_disks(ds)
+        for vm in (v for v in backend.vm_ids_with_disks(ds) if first <= v < first + 1000):
+            disk = backend.disk_path(ds, vm, 0)
+            assert not Path(disk).exists() or backend.verify(disk, image), f"VM {vm}'s disk is half made"
+            finished += Path(disk).exists()
+        assert not list(Path(ds).rglob("*.tmp")), "the start-up sweep left a partial disk"
+    assert finished, "no clone finished: the kills came too early to test anything"
+
+
+@pytest.mark.parametrize("name", sorted(registry.TYPES))
+def test_parameters_are_checked_against_the_declarations(name):
+    declared = registry.TYPES[name]
+    with pytest.raises(ParamError) as caught:
+        check_params(declared, {"no_such_parameter": 1})
+    assert caught.value.field == "params.no_such_parameter"
+    for param in declared.params:
+        wrong = "not-a-number" if param.kind == "int" else 12345 if param.kind == "str" else "maybe"
+        with pytest.raises(ParamError) as caught:
+            check_params(declared, {param.name: wrong})
+        assert caught.value.field == f"params.{param.name}"
+
+
+def test_the_dummys_verbs_parameter_names_only_verbs():
+    with pytest.raises(ParamError, match="'fly' is not a verb"):
+        registry.params_for("dummy", {"verbs": "clone,fly"})
+
+
+class PowerCut(BaseException):
+    """Not an Exception: no `except DriverError` cleanup runs, as when the node loses power."""
+
+
+class CutAfter:
+    """A runner that runs the first `n` commands for real, then the power goes."""
+
+    def __init__(self, n: int):
+        self.inner, self.left = LocalRunner(), n
+
+    def run(self, argv, **kwargs):
+        if self.left == 0:
+            raise PowerCut()
+        self.left -= 1
+        return self.inner.run(argv, **kwargs)
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(CASES) if n != "dummy"])
+def test_a_clone_cut_between_any_two_commands_leaves_a_complete_disk_or_none(name, tmp_path):
+    """The deterministic half of the crash test: the power goes after each command of a clone in
+    turn (the kill test above covers the middle of one)."""
+    require_tool(*CASES[name].needs)
+    ds = str(tmp_path)
+    backend = registry.build(name, LocalRunner(), ds, CASES[name].params)
+    image = backend.image_path(ds, 1)
+    backend.create_image(image, 16)
+    cut = 0
+    while True:
+        runner = CutAfter(cut)
+        victim = registry.build(name, runner, ds, CASES[name].params)
+        disk = victim.disk_path(ds, 100 + cut, 0)
+        try:
+            victim.clone(image, disk, host="hv01")
+        except PowerCut:
+            pass
+        else:
+            assert backend.verify(disk, image)
+            break
+        backend.remove_partial_disks(ds)
+        assert not Path(disk).exists() or backend.verify(disk, image), f"cut after {cut} commands: half a disk"
+        assert not list(Path(ds).rglob("*.tmp"))
+        cut += 1
+    assert cut >= 1
