@@ -479,7 +479,12 @@ def test_cold_start_runbook_starts_one_node_alone_and_the_other_rejoins(vmlab):
                 ssh(lone, f"{DRBDADM} connect {resource}")
     checks, _ = _settle(120 * 4)
     failed = [c for c in checks if not c["ok"]]
-    assert not failed, failed
+    if failed:  # what Pacemaker did meanwhile, from both nodes, for whoever reads the failure
+        said = {m.name: ssh(m, "crm_mon -1 -f -A -o; cat /proc/drbd; stonith_admin --history '*'; "
+                               "grep -E 'error|warning|fail' /var/log/pacemaker/pacemaker.log | tail -40",
+                            check=False).stdout[-5000:] for m in vmlab.FRONTENDS}
+        raise AssertionError(f"{failed}\nsplit brain on {sorted(split)}\n" +
+                             "\n".join(f"== {name}\n{text}" for name, text in said.items()))
     assert ssh(lone, "cat /srv/cloud/one/cold-probe").stdout == "before-the-cut\n"
     _record("cold_start_one_node", {"seconds_until_services_alone": alone,
                                     "seconds_until_pair_verified": round(time.monotonic() - started, 1),
