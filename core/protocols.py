@@ -236,6 +236,7 @@ class Param:
     minimum: int = 0
     maximum: int = 2 ** 62
     help: str = ""
+    example: Any = None  # a valid value, shown in help and used by the tests
 
 
 @dataclass(frozen=True)
@@ -250,6 +251,10 @@ class BackendType:
     factory: Callable[..., Any]
     source_kind: str = "file"
     check: Callable[[dict[str, Any]], None] | None = None  # rules across parameters; raises ParamError
+    # What a datastore of this backend owns outside its directory (an RBD pool and name prefix):
+    # two datastores of one kind may not claim the same, or one's orphan sweep would take the
+    # other's disks. (An image and a system datastore may: images and VM disks are named apart.)
+    claim: Callable[[dict[str, Any]], str] | None = None
 
 
 def check_params(backend: BackendType, given: dict[str, Any]) -> dict[str, Any]:

@@ -9,11 +9,26 @@ from appliance.core.protocols import VERBS, Backend, BackendType, Param, check_p
 from appliance.core.runner import Runner
 
 _VERB_LIST = r"[a-z_]{1,16}(,[a-z_]{1,16}){0,15}"  # the dummy's verbs parameter
+_WORD = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+_HOSTS = r"[A-Za-z0-9.-]{1,253}:[0-9]{1,5}(,[A-Za-z0-9.-]{1,253}:[0-9]{1,5}){0,8}"
+_PATH = r"/[A-Za-z0-9._/+-]{1,1023}"
 
 
 def _qcow2(runner: Runner, path: str, params: dict[str, Any]) -> Backend:
     from appliance.storage.qcow2 import Qcow2Backend
     return Qcow2Backend(runner)
+
+
+def _rbd(runner: Runner, path: str, params: dict[str, Any]) -> Backend:
+    from appliance.storage.rbd import RbdBackend
+    return RbdBackend(runner, pool=params["pool"], user=params["user"], monitors=tuple(params["monitors"].split(",")),
+                      conf=params["conf"], keyring=params.get("keyring", ""), prefix=params["prefix"],
+                      secret_uuid=params.get("secret_uuid", ""))
+
+
+def _rbd_check(params: dict[str, Any]) -> None:
+    from appliance.storage.rbd import check_params as rbd_check
+    rbd_check(params)
 
 
 def _dummy_check(params: dict[str, Any]) -> None:
@@ -35,6 +50,20 @@ TYPES: dict[str, BackendType] = {t.name: t for t in (
               help="the capacity it reports"),
         Param("verbs", pattern=_VERB_LIST, help="comma-separated verbs it answers (default: all)"),
     ), frozenset(VERBS), _dummy, check=lambda params: _dummy_check(params)),
+    BackendType("rbd", "Ceph RBD: images in a pool, VM disks are clones of a protected snapshot", (
+        Param("pool", required=True, pattern=_WORD, help="the RBD pool (it must exist)", example="one"),
+        Param("user", required=True, pattern=_WORD, help="the cephx user of this datastore, without 'client.'",
+              example="ds-one"),
+        Param("monitors", required=True, pattern=_HOSTS, help="monitor addresses, host:port[,host:port...]",
+              example="10.0.0.11:6789,10.0.0.12:6789"),
+        Param("conf", default="/etc/ceph/ceph.conf", pattern=_PATH, help="ceph.conf on the frontend"),
+        Param("keyring", pattern=_PATH, help="the user's keyring (mode 0600); default: ceph.conf's"),
+        Param("prefix", default="one-", pattern=r"[a-z0-9][a-z0-9-]{0,31}",
+              help="name prefix of this datastore's images in the pool"),
+        Param("secret_uuid", pattern=r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+              help="the libvirt secret holding the user's key on the hosts"),
+    ), frozenset(VERBS), _rbd, source_kind="rbd", check=lambda params: _rbd_check(params),
+        claim=lambda params: f"rbd:{params['monitors']}:{params['pool']}/{params['prefix']}"),
 )}
 
 

@@ -8,7 +8,8 @@ python3 python3-venv python3-pip
 pacemaker pacemaker-cli-utils corosync resource-agents fence-agents vblade libxml2-utils
 drbd-utils lvm2 lighttpd lighttpd-mod-openssl openssl
 util-linux iproute2 openssh-client openssh-server bash procps
-qemu-utils mariadb-server
+qemu-utils qemu-block-extra mariadb-server
+ceph-mon ceph-osd ceph-mgr ceph-common
 qemu-system-x86 debootstrap e2fsprogs
 nfs-ganesha nfs-ganesha-vfs libnfs-utils
 libvirt-dev libvirt-daemon pkg-config gcc python3-dev

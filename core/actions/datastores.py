@@ -49,7 +49,14 @@ class Datastores:
             raise CoreError("VALUE_INVALID", f"datastore path {path} is not usable: {exc}", field="path",
                             value=path) from None
         with self.env.store.transaction() as tx:
+            claim = known[backend].claim(checked) if known[backend].claim else None
             for other in self.env.store.datastores.where(tx):
+                theirs = known.get(other.backend)
+                if claim and other.kind == kind and theirs is not None and theirs.claim and other.params and \
+                        theirs.claim(other.params) == claim:
+                    raise CoreError("IN_USE", f"datastore {other.name} already uses {claim}: give this one another "
+                                    "pool or prefix", field="params.prefix", value=checked.get("prefix"),
+                                    datastore_id=other.id)
                 if overlap(resolved, self.env.datastore_paths.resolve(other.path)):
                     raise CoreError("IN_USE", f"path {path} ({resolved}) overlaps datastore {other.name} at "
                                     f"{other.path}: two datastores may not share a directory or nest",

@@ -48,7 +48,7 @@ def seam(world):
     def backend_for(ds):
         key = (ds.id, ds.backend, repr(sorted(ds.params.items())))
         if key not in built:
-            backend = registry.build(ds.backend, LocalRunner(), ds.path, ds.params)
+            backend = world.manager.env.backend_types[ds.backend].factory(LocalRunner(), ds.path, ds.params)
             built[key] = Recorder(backend, calls) if ds.attributes.get("RECORD") else backend
         return built[key]
     world.controller.backend_for = backend_for
@@ -166,3 +166,22 @@ def test_the_api_lists_the_backends_and_refuses_a_bad_parameter_by_name(seam):
     made = client.post("/api/v1/datastores", json={"name": "d", "path": _dir(seam, "d"), "backend": "dummy",
                                                    "params": {"size_mb": 64}})
     assert made.status_code == 201 and made.json()["params"] == {"size_mb": 64}
+
+
+def test_two_datastores_may_not_claim_the_same_pool_and_prefix(seam):
+    """An RBD datastore owns pool/prefix*: a second one there would take the first one's VM disks
+    for orphans. Checked on the registry's own claim rule (the backend itself is a dummy here)."""
+    import dataclasses
+
+    fake = dict(registry.TYPES)
+    fake["rbd"] = dataclasses.replace(registry.TYPES["rbd"], factory=registry.TYPES["dummy"].factory)
+    seam.manager.env.backend_types = fake
+    params = {"pool": "one", "user": "ds-a", "monitors": "10.0.0.1:6789"}
+    made = seam.manager.datastores.create(SYSTEM, "a", _dir(seam, "a"), backend="rbd", params=params)
+    assert made.params["prefix"] == "one-"
+    with pytest.raises(CoreError) as caught:
+        seam.manager.datastores.create(SYSTEM, "b", _dir(seam, "b"), backend="rbd", params={**params, "user": "ds-b"})
+    assert caught.value.code == "IN_USE" and caught.value.details["field"] == "params.prefix"
+    seam.manager.datastores.create(SYSTEM, "c", _dir(seam, "c"), backend="rbd", params={**params, "prefix": "c-"})
+    # An image datastore may share them: images and VM disks have names of their own.
+    seam.manager.datastores.create(SYSTEM, "i", _dir(seam, "i"), kind="image", backend="rbd", params=params)

@@ -1,0 +1,136 @@
+"""CERN's deploy finding, per backend: how long until 10 VMs' disks are ready, through the manager,
+against full copies of the same image, at two image sizes.
+
+For each backend (qcow2 on a directory; RBD on a single-node Ceph that this run starts and stops)
+and each image size (1 GiB and 10 GiB virtual, the first DATA MiB written), one run:
+- clone: a real manager (SQLite, the controller, fake hypervisors) deploys 10 VMs from the image;
+  the time from `vm create` until all 10 are RUNNING (the fake hypervisor boots nothing, so this
+  is the storage's share of a deploy);
+- copy: 10 full copies of the same image with `qemu-img convert` (what a datastore without
+  copy-on-write clones does), one after the other.
+The ratio clone/copy says how much the clone saves; "independent of size" is the clone time at
+10 GiB over the one at 1 GiB (1.0 = the same). Writes bench/results/storage.json.
+Usage: python bench/storage.py [--quick]   (--quick: 3 VMs, 1 GiB only)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from appliance.core.actions import Manager, PathPolicy
+from appliance.core.actions.vms import VmSpec
+from appliance.core.authz import SYSTEM
+from appliance.core.clock import SystemClock
+from appliance.core.controller import Controller, Settings
+from appliance.core.db import DatabaseUrl, migrate, open_database
+from appliance.core.hooks import Hooks
+from appliance.core.pools import Store
+from appliance.drivers.fake import FakeHypervisor
+from appliance.drivers.libvirt import qemu_filename
+from appliance.lab import ceph
+from appliance.runner.atomic import atomic_write
+from appliance.runner.local import LocalRunner
+from appliance.storage import registry
+
+RESULTS = Path(__file__).resolve().parent / "results" / "storage.json"
+DATA_MIB = 128
+
+
+def manager_for(work: Path, backend: str, params: dict) -> tuple[Manager, Controller]:
+    db = open_database(DatabaseUrl("sqlite", path=str(work / "manager.db")))
+    migrate(db)
+    store = Store(db)
+    built: dict = {}
+
+    def backend_for(ds):
+        if ds.id not in built:
+            built[ds.id] = registry.build(ds.backend, LocalRunner(), ds.path, ds.params)
+        return built[ds.id]
+    fakes: dict = {}
+    controller = Controller(store, lambda host: fakes.setdefault(host.name, FakeHypervisor(cpu_units=6400,
+                                                                                           memory_mb=65536)),
+                            backend_for, Hooks([], None), SystemClock(), Settings(monitor_interval=3600))
+    manager = Manager(store, backend_for, datastore_paths=PathPolicy([str(work)]), import_paths=PathPolicy([str(work)]),
+                      backend_types=registry.TYPES)
+    return manager, controller
+
+
+def one(work: Path, backend: str, params: dict, size_gib: int, vms: int, conf: str) -> dict:
+    work.mkdir(parents=True)
+    for name in ("images", "system"):
+        (work / name).mkdir()
+    manager, controller = manager_for(work, backend, params)
+    manager.hosts.create(SYSTEM, "hv1", driver="fake")
+    images = manager.datastores.create(SYSTEM, "images", str(work / "images"), kind="image", backend=backend,
+                                       params=params)
+    manager.datastores.create(SYSTEM, "system", str(work / "system"), backend=backend, params=params)
+    image = manager.images.create(SYSTEM, "base", images.id, size_mb=size_gib * 1024, public=True)
+    source = controller.backend_for(images).disk_source(image.path, "")
+    target = qemu_filename(source, conf)
+    subprocess.run(["qemu-io", "-f", "raw" if backend == "rbd" else "qcow2", "-c",
+                    f"write -P 0xab 0 {DATA_MIB}M", target], check=True, capture_output=True)
+    controller.monitor_hosts(force=True)
+    started = time.monotonic()
+    made = manager.vms.create(SYSTEM, VmSpec("web", cpu=0.1, memory=64, disks=[image.id]), count=vms)
+    ids = {vm.id for vm in made}
+    while True:
+        controller.run_once()
+        states = {manager.vms.get(SYSTEM, i).state for i in ids}
+        if states == {"RUNNING"}:
+            break
+        if "FAILED" in states:
+            raise SystemExit(f"a VM failed: {[manager.vms.get(SYSTEM, i).error for i in ids]}")
+    clone = time.monotonic() - started
+    started = time.monotonic()
+    for index in range(vms):
+        copy = (f"{params['pool']}/{params['prefix']}copy-{index}" if backend == "rbd"
+                else str(work / "system" / f"copy-{index}.qcow2"))
+        out = qemu_filename(controller.backend_for(images).disk_source(copy, ""), conf) if backend == "rbd" else copy
+        subprocess.run(["qemu-img", "convert", "-O", "raw" if backend == "rbd" else "qcow2", target, out], check=True,
+                       capture_output=True)
+    copy_seconds = time.monotonic() - started
+    return {"backend": backend, "image_gib": size_gib, "data_mib": DATA_MIB, "vms": vms,
+            "clone_seconds": round(clone, 3), "copy_seconds": round(copy_seconds, 3),
+            "clone_over_copy": round(clone / copy_seconds, 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    vms, sizes = (3, (1,)) if args.quick else (10, (1, 10))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="appliance-bench-storage-") as tmp:
+        root = Path(tmp)
+        cluster = ceph.up(root / "ceph")
+        try:
+            cluster.pool("one")
+            keyring = cluster.user("ds-bench", "one")
+            setups = {"qcow2": ({}, ""), "rbd": ({"pool": "one", "user": "ds-bench", "monitors": cluster.monitors,
+                                                  "conf": str(cluster.conf), "keyring": str(keyring)},
+                                                 str(cluster.conf))}
+            for backend, (params, conf) in setups.items():
+                for size in sizes:
+                    run_params = {**params, "prefix": f"b{size}-"} if backend == "rbd" else params
+                    row = one(root / f"{backend}-{size}", backend, run_params, size, vms, conf)
+                    rows.append(row)
+                    print(f"{backend:6} {size:3} GiB: {vms} VMs disk-ready {row['clone_seconds']:7.3f} s, "
+                          f"{vms} full copies {row['copy_seconds']:7.3f} s, ratio {row['clone_over_copy']:.4f}")
+        finally:
+            ceph.down(root / "ceph")
+    by = {(r["backend"], r["image_gib"]): r for r in rows}
+    independence = {b: round(by[(b, 10)]["clone_seconds"] / by[(b, 1)]["clone_seconds"], 3)
+                    for b in ("qcow2", "rbd") if (b, 10) in by}
+    for backend, ratio in independence.items():
+        print(f"{backend:6} clone time at 10 GiB / at 1 GiB: {ratio}")
+    RESULTS.parent.mkdir(exist_ok=True)
+    atomic_write(RESULTS, (json.dumps({"rows": rows, "clone_10gib_over_1gib": independence}, indent=2) + "\n").encode(), 0o644)
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
