@@ -2,7 +2,7 @@
 against full copies of the same image, at two image sizes.
 
 For each backend (qcow2 on a directory; RBD on a single-node Ceph that this run starts and stops)
-and each image size (1 GiB and 10 GiB virtual, the first DATA MiB written), one run:
+and each image size (1 GiB and 10 GiB virtual, 5 GiB for qcow2 here; the first DATA MiB written):
 - clone: a real manager (SQLite, the controller, fake hypervisors) deploys 10 VMs from the image;
   the time from `vm create` until all 10 are RUNNING (the fake hypervisor boots nothing, so this
   is the storage's share of a deploy);
@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -77,13 +79,15 @@ def one(work: Path, backend: str, params: dict, size_gib: int, vms: int, conf: s
     started = time.monotonic()
     made = manager.vms.create(SYSTEM, VmSpec("web", cpu=0.1, memory=64, disks=[image.id]), count=vms)
     ids = {vm.id for vm in made}
+    deadline = time.monotonic() + 600
     while True:
         controller.run_once()
         states = {manager.vms.get(SYSTEM, i).state for i in ids}
         if states == {"RUNNING"}:
             break
-        if "FAILED" in states:
-            raise SystemExit(f"a VM failed: {[manager.vms.get(SYSTEM, i).error for i in ids]}")
+        if "FAILED" in states or time.monotonic() > deadline:
+            raise SystemExit(f"{backend} {size_gib} GiB: VMs {sorted(states)}: "
+                             f"{sorted({manager.vms.get(SYSTEM, i).error for i in ids})}")
     clone = time.monotonic() - started
     started = time.monotonic()
     for index in range(vms):
@@ -102,11 +106,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    vms, sizes = (3, (1,)) if args.quick else (10, (1, 10))
+    vms = 3 if args.quick else 10
+    # The scheduler counts each disk at its image's virtual size: 10 x 10 GiB qcow2 disks need a
+    # 100 GiB datastore, more than this machine's free disk, so qcow2 shows 1 and 5 GiB.
+    sizes = {"qcow2": (1,), "rbd": (1,)} if args.quick else {"qcow2": (1, 5), "rbd": (1, 10)}
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still stops its Ceph
     rows = []
     with tempfile.TemporaryDirectory(prefix="appliance-bench-storage-") as tmp:
         root = Path(tmp)
-        cluster = ceph.up(root / "ceph")
+        cluster = ceph.up(root / "ceph", memstore_bytes=256 * 1024 ** 3)
         try:
             cluster.pool("one")
             keyring = cluster.user("ds-bench", "one")
@@ -114,7 +122,7 @@ def main() -> None:
                                                   "conf": str(cluster.conf), "keyring": str(keyring)},
                                                  str(cluster.conf))}
             for backend, (params, conf) in setups.items():
-                for size in sizes:
+                for size in sizes[backend]:
                     run_params = {**params, "prefix": f"b{size}-"} if backend == "rbd" else params
                     row = one(root / f"{backend}-{size}", backend, run_params, size, vms, conf)
                     rows.append(row)
@@ -123,12 +131,13 @@ def main() -> None:
         finally:
             ceph.down(root / "ceph")
     by = {(r["backend"], r["image_gib"]): r for r in rows}
-    independence = {b: round(by[(b, 10)]["clone_seconds"] / by[(b, 1)]["clone_seconds"], 3)
-                    for b in ("qcow2", "rbd") if (b, 10) in by}
+    independence = {b: round(by[(b, max(s))]["clone_seconds"] / by[(b, 1)]["clone_seconds"], 3)
+                    for b, s in sizes.items() if max(s) > 1}
     for backend, ratio in independence.items():
-        print(f"{backend:6} clone time at 10 GiB / at 1 GiB: {ratio}")
+        print(f"{backend:6} clone time at {max(sizes[backend])} GiB / at 1 GiB: {ratio}")
     RESULTS.parent.mkdir(exist_ok=True)
-    atomic_write(RESULTS, (json.dumps({"rows": rows, "clone_10gib_over_1gib": independence}, indent=2) + "\n").encode(), 0o644)
+    document = {"rows": rows, "clone_large_over_1gib": independence}
+    atomic_write(RESULTS, (json.dumps(document, indent=2) + "\n").encode(), 0o644)
     print(f"wrote {RESULTS}")
 
 

@@ -30,7 +30,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def conf_text(directory: Path, fsid: str, v2_port: int, v1_port: int) -> str:
+def conf_text(directory: Path, fsid: str, v2_port: int, v1_port: int, memstore_bytes: int = MEMSTORE_BYTES) -> str:
     """ceph.conf for the single node. Pure. One replica, small placement groups, every file of the
     cluster under `directory`; cephx required everywhere."""
     d = str(directory)
@@ -62,7 +62,7 @@ def conf_text(directory: Path, fsid: str, v2_port: int, v1_port: int) -> str:
         f"osd data = {d}/osd.$id",
         f"mgr data = {d}/mgr.$id",
         "osd objectstore = memstore",
-        f"memstore device bytes = {MEMSTORE_BYTES}",
+        f"memstore device bytes = {memstore_bytes}",
         "rbd default features = 3",
         "",
     ])
@@ -129,8 +129,9 @@ def _wait(what: str, check, seconds: float) -> None:
     raise RuntimeError(f"ceph lab: {what} did not happen in {seconds:g} s")
 
 
-def up(directory: Path) -> Cluster:
-    """A fresh cluster in `directory` (emptied of an earlier one first: stop it with `down`)."""
+def up(directory: Path, memstore_bytes: int = MEMSTORE_BYTES) -> Cluster:
+    """A fresh cluster in `directory` (emptied of an earlier one first: stop it with `down`).
+    memstore_bytes: the capacity the OSD reports; memory is used only for what is written."""
     directory = Path(directory)
     down(directory)
     for sub in ("run", "log", "mon.a", "mgr.x", "osd.0"):
@@ -138,7 +139,7 @@ def up(directory: Path) -> Cluster:
     fsid = str(uuid.uuid4())
     conf = directory / "ceph.conf"
     v2_port, v1_port = free_port(), free_port()  # two clusters (a lab, a test) never collide
-    conf.write_text(conf_text(directory, fsid, v2_port, v1_port))
+    conf.write_text(conf_text(directory, fsid, v2_port, v1_port, memstore_bytes))
     (directory / "monitors").write_text(f"{MON_ADDR}:{v1_port}\n")
     os.chmod(directory, 0o700)  # keyrings inside
     mon_keyring, admin_keyring = directory / "mon.keyring", directory / "client.admin.keyring"
