@@ -119,7 +119,8 @@ def main() -> None:
             cluster.pool("one")
             keyring = cluster.user("ds-bench", "one")
             setups = {"qcow2": ({}, ""), "rbd": ({"pool": "one", "user": "ds-bench", "monitors": cluster.monitors,
-                                                  "conf": str(cluster.conf), "keyring": str(keyring)},
+                                                  "conf": str(cluster.conf), "keyring": str(keyring),
+                                                  "secret_uuid": "9ab3c7e2-2d4b-4a0c-8f5e-2c1d0e7f6a51"},
                                                  str(cluster.conf))}
             for backend, (params, conf) in setups.items():
                 for size in sizes[backend]:

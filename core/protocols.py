@@ -22,8 +22,8 @@ _SOURCE_NEEDS = {"file": ("path",), "block": ("path",), "rbd": ("name",), "iscsi
 # Everything in a source lands in an XML attribute or a qemu filename, so each field has its own
 # plain shape: qemu splits an rbd: filename on ':' and would take "pool/img:conf=/x" as an option.
 _SHAPES = {
-    "path": re.compile(r"/[A-Za-z0-9._/+-]{1,1023}"),
-    "rbd": re.compile(r"[A-Za-z0-9._-]{1,128}/[A-Za-z0-9._-]{1,256}"),
+    "path": re.compile(r"(?!.*/\.\.?(/|$))/[A-Za-z0-9._/+-]{1,1023}"),  # no . or .. segment
+    "rbd": re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}/[A-Za-z0-9][A-Za-z0-9._-]{0,255}"),
     "iscsi": re.compile(r"(iqn\.[0-9]{4}-[0-9]{2}\.[a-z0-9.-]+(:[A-Za-z0-9._-]+)?|eui\.[0-9A-F]{16})/[0-9]{1,5}"),
     "nbd": re.compile(r"[A-Za-z0-9._-]{1,256}"),
     "host": re.compile(r"[A-Za-z0-9.-]{1,253}:[0-9]{1,5}"),

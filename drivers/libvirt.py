@@ -49,7 +49,7 @@ def disk_element(devices: ET.Element, source: DiskSource, target: str) -> ET.Ele
         src = ET.SubElement(element, "source", attrs)
         for address in source.hosts:
             _host(src, address)
-        if source.auth_user:
+        if source.auth_user and source.secret_uuid:  # the key itself stays in libvirt's secret
             auth = ET.SubElement(element, "auth", {"username": source.auth_user})
             ET.SubElement(auth, "secret", {"type": "ceph" if source.kind == "rbd" else "iscsi",
                                            "uuid": source.secret_uuid})

@@ -29,13 +29,18 @@ from appliance.storage.qcow2 import CONVERT_TIMEOUT, INFO_TIMEOUT, SNAPSHOT, Qco
 
 BASE = "appliance-base"  # the protected snapshot clones come from; not a user's snapshot
 MIB = 1024 * 1024
+OWNER_KEY = "appliance.owner"  # image metadata: which datastore made it (pool/prefix)
+MISSING = "(2) No such file or directory"  # rbd's ENOENT; its exit code 2 also means "no cluster"
 
 
 def check_params(params: dict[str, Any]) -> None:
-    """Across parameters: the keyring, when named, is an absolute path."""
+    """Across parameters: the keyring, when named, is an absolute path; the user is not admin."""
     keyring = params.get("keyring", "")
     if keyring and not keyring.startswith("/"):
         raise ParamError("params.keyring", keyring, "give the keyring's absolute path")
+    if params.get("user") == "admin":
+        raise ParamError("params.user", "admin", "give the datastore a cephx user of its own, allowed "
+                         "`profile rbd pool=POOL` only: client.admin can delete every pool")
 
 
 class RbdBackend(BackendBase):
@@ -48,9 +53,10 @@ class RbdBackend(BackendBase):
         self.runner, self.pool, self.user, self.monitors = runner, pool, user, tuple(monitors)
         self.conf, self.keyring, self.prefix, self.secret_uuid = conf, keyring, prefix, secret_uuid
         self.timeout = timeout
-        self._vm_disk = re.compile(re.escape(prefix) + r"vm-(0|[1-9][0-9]*)-disk-([0-9]+)")
+        self._vm_disk = re.compile(re.escape(prefix) + r"vm-(0|[1-9][0-9]*)-disk-(0|[1-9][0-9]*)")
         self._quarantined = re.compile(re.escape(prefix) + r"q-(0|[1-9][0-9]*)-([0-9]{8}T[0-9]{6}Z)-disk-([0-9]+)")
-        self._image = re.compile(re.escape(prefix) + r"img-([0-9]+)")
+        self._image = re.compile(re.escape(prefix) + r"img-(0|[1-9][0-9]*)")
+        self.owner = f"{pool}/{prefix}"
 
     # -- commands ----------------------------------------------------------------------------------
     def _auth(self) -> list[str]:
@@ -103,34 +109,62 @@ class RbdBackend(BackendBase):
         return f"{self.pool}/{self.prefix}vm-{int(vm_id)}-disk-{int(index)}"
 
     def _ours(self, name: str) -> str:
-        """`name` if it is an image of this datastore's pool and prefix; DriverError otherwise, so a
-        verb can never act on another datastore's (or an operator's) image."""
+        """`name` if it has the shape of this datastore's images (pool, prefix and one of its name
+        patterns, maybe .tmp); DriverError otherwise, so a verb never acts on another datastore's
+        (or an operator's) image. Its owner mark is checked before anything is removed (_owned)."""
         pool, _, image = name.partition("/")
-        if pool != self.pool or not image.startswith(self.prefix) or not re.fullmatch(r"[A-Za-z0-9._-]+", image):
-            raise DriverError(f"{name} is not an image of this datastore ({self.pool}/{self.prefix}*)")
+        base = image[:-4] if image.endswith(".tmp") else image
+        if pool != self.pool or not any(p.fullmatch(base) for p in (self._image, self._vm_disk, self._quarantined)):
+            raise DriverError(f"{name} is not an image of this datastore ({self.pool}/{self.prefix}img-N, "
+                              f"{self.prefix}vm-N-disk-N)")
         return name
+
+    def _mark(self, name: str) -> None:
+        """Record that this datastore made `name` (before it is renamed into place): the only proof
+        a sweep or a delete accepts, so a disk someone else named like ours is never removed."""
+        self._rbd("image-meta", "set", name, OWNER_KEY, self.owner)
+
+    def _owned(self, name: str) -> bool:
+        result = self.runner.run(self.rbd_cmd("image-meta", "get", name, OWNER_KEY), check=False,
+                                 timeout=self.timeout)
+        return result.ok and result.stdout.strip() == self.owner
 
     def _names(self) -> list[str]:
         listed = self._json("ls", self.pool)
         return [n for n in listed or [] if isinstance(n, str) and n.startswith(self.prefix)]
 
+    def _owned_names(self) -> list[str]:
+        """This datastore's images by name and by mark: what a sweep may act on."""
+        return [n for n in self._names() if self._owned(f"{self.pool}/{n}")]
+
     def _info(self, name: str) -> dict | None:
+        """The image's `rbd info`, None when it does not exist; DriverError when Ceph could not say
+        (no cluster, a cephx refusal, a timeout): "gone" is never assumed."""
+        self._keyring_is_private()
         result = self.runner.run(self.rbd_cmd("info", name, "--format", "json"), check=False, timeout=self.timeout)
         if not result.ok:
-            return None
+            if MISSING in result.stderr:
+                return None
+            raise DriverError(f"rbd info {name} failed ({result.returncode}): {result.stderr.strip()[-300:]}")
         try:
             return json.loads(result.stdout)
         except ValueError:
-            return None
+            raise DriverError(f"rbd info {name} gave no JSON") from None
 
     def _into_place(self, tmp: str, name: str) -> None:
         self._rbd("rename", tmp, name)
 
     def _remove(self, name: str) -> None:
-        """Remove an image and its snapshots (never one with clones: rbd refuses)."""
+        """Remove an image this datastore made (its mark proves it) and its snapshots; never one
+        with clones (rbd refuses). An image without our mark is refused, never removed."""
         info = self._info(name)
         if info is None:
             return
+        # A .tmp name is a half-made image by definition (nothing finished ever has one); any
+        # other name must carry our mark.
+        if not name.endswith(".tmp") and not self._owned(name):
+            raise DriverError(f"{name} exists but this datastore did not make it (no {OWNER_KEY} = {self.owner}): "
+                              "it is left alone; remove it by hand if it is garbage")
         for snap in self._json("snap", "ls", name) or []:
             if snap.get("protected") == "true" or snap.get("protected") is True:
                 self._rbd("snap", "unprotect", f"{name}@{snap['name']}")
@@ -150,6 +184,8 @@ class RbdBackend(BackendBase):
         tmp = f"{target}.tmp"
         self._remove(tmp)
         self._rbd("create", "--size", f"{size_mb}M", tmp)
+        self._mark(tmp)
+        self._base(tmp)
         self._into_place(tmp, target)
 
     def import_image(self, source: str, target: str, allowed: Callable[[str], bool] = lambda path: True) -> int:
@@ -167,6 +203,8 @@ class RbdBackend(BackendBase):
         except DriverError:
             self._remove(tmp)
             raise
+        self._mark(tmp)
+        self._base(tmp)
         self._into_place(tmp, target)
         return self._size_mb(target)
 
@@ -177,8 +215,8 @@ class RbdBackend(BackendBase):
         return int(info["size"]) // MIB
 
     def _base(self, image: str) -> str:
-        """image@appliance-base, made and protected once (idempotent: a crash between the two
-        steps is finished by the next clone)."""
+        """image@appliance-base, made and protected when the image is made (by the image's own
+        datastore, as its own user); idempotent."""
         snaps = {s.get("name"): s for s in self._json("snap", "ls", image) or []}
         if BASE not in snaps:
             self._rbd("snap", "create", f"{image}@{BASE}")
@@ -194,10 +232,15 @@ class RbdBackend(BackendBase):
         self._ours(disk)
         if self._info(image) is None:
             raise DriverError(f"image {image} does not exist")
-        base = self._base(image)
+        # The image's datastore made and protected the snapshot; this user only reads it.
+        snaps = {s.get("name"): s for s in self._json("snap", "ls", image) or []}
+        if str(snaps.get(BASE, {}).get("protected")).lower() != "true":
+            raise DriverError(f"image {image} has no protected snapshot @{BASE}: it was not made by an rbd "
+                              "datastore of this product")
         tmp = f"{disk}.tmp"
         self._remove(tmp)
-        self._rbd("clone", base, tmp)
+        self._rbd("clone", f"{image}@{BASE}", tmp)
+        self._mark(tmp)
         self._into_place(tmp, disk)
 
     def verify(self, disk: str, image: str) -> bool:
@@ -224,13 +267,13 @@ class RbdBackend(BackendBase):
         self._remove(path)
 
     def vm_ids_with_disks(self, datastore_path: str) -> list[int]:
-        return sorted({int(m[1]) for m in map(self._vm_disk.fullmatch, self._names()) if m})
+        return sorted({int(m[1]) for m in map(self._vm_disk.fullmatch, self._owned_names()) if m})
 
     def delete_vm_disks(self, datastore_path: str, vm_id: int) -> None:
         for name in self._names():
             m = self._vm_disk.fullmatch(name)
             if m and int(m[1]) == int(vm_id):
-                self._remove(f"{self.pool}/{name}")
+                self._remove(f"{self.pool}/{name}")  # refuses a disk without our mark
 
     def resize(self, disk: str, size_mb: int) -> None:
         self.refuse("resize")
@@ -285,6 +328,7 @@ class RbdBackend(BackendBase):
 
     # -- crash leftovers and quarantine --------------------------------------------------------------
     def _remove_partial(self, pattern: "re.Pattern[str]") -> list[str]:
+        """.tmp images of this datastore's name patterns: a crash before the rename."""
         removed = []
         for name in self._names():
             if name.endswith(".tmp") and pattern.fullmatch(name[:-4]):
@@ -303,7 +347,7 @@ class RbdBackend(BackendBase):
         if not isinstance(vm_id, int) or isinstance(vm_id, bool) or vm_id < 0:
             raise DriverError(f"{vm_id!r} is not a VM id")
         moved = []
-        for name in self._names():
+        for name in self._owned_names():
             m = self._vm_disk.fullmatch(name)
             if m and int(m[1]) == vm_id:
                 target = f"{self.prefix}q-{vm_id}-{stamp}-disk-{m[2]}"
@@ -312,13 +356,13 @@ class RbdBackend(BackendBase):
         return f"{self.pool}/{self.prefix}q-{vm_id}-{stamp}" if moved else ""
 
     def quarantined(self, datastore_path: str) -> list[tuple[int, str, str]]:
-        found = {(int(m[1]), m[2]) for m in map(self._quarantined.fullmatch, self._names()) if m}
+        found = {(int(m[1]), m[2]) for m in map(self._quarantined.fullmatch, self._owned_names()) if m}
         return sorted((vm, stamp, f"{self.pool}/{self.prefix}q-{vm}-{stamp}") for vm, stamp in found)
 
     def purge_quarantine(self, datastore_path: str, older_than: str) -> list[str]:
         check_stamp(older_than)
         removed = []
-        for name in self._names():
+        for name in self._owned_names():
             m = self._quarantined.fullmatch(name)
             if m and m[2] < older_than:
                 self._remove(f"{self.pool}/{name}")

@@ -11,7 +11,7 @@ from appliance.core.runner import Runner
 _VERB_LIST = r"[a-z_]{1,16}(,[a-z_]{1,16}){0,15}"  # the dummy's verbs parameter
 _WORD = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 _HOSTS = r"[A-Za-z0-9.-]{1,253}:[0-9]{1,5}(,[A-Za-z0-9.-]{1,253}:[0-9]{1,5}){0,8}"
-_PATH = r"/[A-Za-z0-9._/+-]{1,1023}"
+_PATH = r"(?!.*(^|/)\.\.?(/|$))/[A-Za-z0-9._/+-]{1,1023}"  # absolute, no . or .. segment
 
 
 def _qcow2(runner: Runner, path: str, params: dict[str, Any]) -> Backend:
@@ -60,10 +60,13 @@ TYPES: dict[str, BackendType] = {t.name: t for t in (
         Param("keyring", pattern=_PATH, help="the user's keyring (mode 0600); default: ceph.conf's"),
         Param("prefix", default="one-", pattern=r"[a-z0-9][a-z0-9-]{0,31}",
               help="name prefix of this datastore's images in the pool"),
-        Param("secret_uuid", pattern=r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
-              help="the libvirt secret holding the user's key on the hosts"),
+        Param("secret_uuid", required=True, pattern=r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+              help="the libvirt secret holding the user's key on the hosts (without it no VM boots)",
+              example="9ab3c7e2-2d4b-4a0c-8f5e-2c1d0e7f6a51"),
     ), frozenset(VERBS), _rbd, source_kind="rbd", check=lambda params: _rbd_check(params),
-        claim=lambda params: f"rbd:{params['monitors']}:{params['pool']}/{params['prefix']}"),
+        # Pool and prefix only: the same cluster can be named by other monitor lists or by name, and
+        # a false conflict (another cluster, same pool and prefix) costs only another prefix.
+        claim=lambda params: f"rbd:{params['pool']}/{params['prefix']}"),
 )}
 
 

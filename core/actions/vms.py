@@ -92,6 +92,13 @@ class Vms:
             backend = self.env.store.datastores.require(tx, image.datastore_id).backend
             disks.append({"image_id": image.id, "target": f"vd{chr(97 + index)}", "size_mb": image.size_mb,
                           "persistent": image.persistent, "backend": backend})
+        # One system datastore clones all of a VM's images, with its own technology: images kept by
+        # two backends could never be placed (the VM would wait PENDING for ever).
+        kinds = sorted({d["backend"] for d in disks if not d["persistent"]})
+        if len(kinds) > 1:
+            raise CoreError("NOT_SUPPORTED", f"the VM's images are kept by {' and '.join(kinds)} datastores; one "
+                            "system datastore clones them all, so they must share one backend", field="disks",
+                            verb="clone")
         return disks
 
     def get(self, actor: Actor, ident: int) -> VM:
@@ -132,6 +139,9 @@ class Vms:
                     raise CoreError("VALUE_INVALID", "the VM already runs on that host", field="host_id")
                 if action == "migrate" and vm.datastore_id is not None:
                     self._require_verbs(tx, vm.datastore_id, ("premigrate", "postmigrate"))
+                    for disk in (d for d in vm.disks if d.get("persistent")):  # used in place, on its own datastore
+                        image = self.env.store.images.require(tx, disk["image_id"])
+                        self._require_verbs(tx, image.datastore_id, ("premigrate", "postmigrate"))
             ds_id = None
             if action == "deploy":
                 ds_id = datastore_id if datastore_id is not None else self._default_system_datastore(tx)

@@ -42,7 +42,8 @@ CASES = {c.name: c for c in (
     Case("dummy", (), False, lambda unique: {"size_mb": 4096}),
     Case("rbd", ("ceph-mon", "ceph-osd", "ceph-mgr", "rbd", "qemu-img"), True,
          lambda unique: {"pool": "one", "user": "ds-one", "monitors": CEPH["cluster"].monitors,
-                         "conf": str(CEPH["cluster"].conf), "keyring": str(CEPH["keyring"]), "prefix": unique},
+                         "conf": str(CEPH["cluster"].conf), "keyring": str(CEPH["keyring"]), "prefix": unique,
+                         "secret_uuid": "9ab3c7e2-2d4b-4a0c-8f5e-2c1d0e7f6a51"},
          clone_seconds=0.5, knows_clones=True),
 )}
 CEPH: dict = {}  # the module's single-node Ceph, started by the first rbd case
@@ -356,3 +357,46 @@ def test_a_clone_cut_between_any_two_commands_leaves_a_complete_disk_or_none(nam
         assert not partials(backend, ds)
         cut += 1
     assert cut >= 1
+
+
+def test_an_rbd_disk_named_like_ours_but_not_made_by_us_is_never_swept_or_deleted(request, tmp_path):
+    """Names alone prove nothing (another install, an operator's disk): only the owner mark does."""
+    backend, params = _build("rbd", LocalRunner(), str(tmp_path), request)
+    cluster = CEPH["cluster"]
+    foreign = f"one/{params['prefix']}vm-5-disk-0"
+    subprocess.run(["rbd", "-c", str(cluster.conf), "create", "--size", "4M", foreign], check=True)
+    assert backend.vm_ids_with_disks(str(tmp_path)) == []
+    assert backend.quarantine_vm_disks(str(tmp_path), 5, "20261207T120000Z") == ""
+    with pytest.raises(DriverError, match="did not make it"):
+        backend.delete_vm_disks(str(tmp_path), 5)
+    assert exists(backend, foreign)
+    image = backend.image_path(str(tmp_path), 1)
+    backend.create_image(image, 4)
+    backend.clone(image, backend.disk_path(str(tmp_path), 6, 0), host="hv01")
+    assert backend.vm_ids_with_disks(str(tmp_path)) == [6]  # its own disks it does find
+
+
+class Answers:
+    """A runner whose every command fails as `rbd` does when Ceph cannot answer."""
+
+    def __init__(self, returncode: int, stderr: str):
+        self.returncode, self.stderr, self.argvs = returncode, stderr, []
+
+    def run(self, argv, check=True, **kwargs):
+        from appliance.core.runner import CommandFailed, Result
+        self.argvs.append(argv)
+        result = Result(" ".join(argv), self.returncode, "", self.stderr, "localhost")
+        if check:
+            raise CommandFailed(result)
+        return result
+
+
+@pytest.mark.parametrize("returncode,stderr", [(124, ""), (2, "rbd: couldn't connect to the cluster!"),
+                                               (1, "failed to fetch mon config (--no-mon-config to skip)")])
+def test_rbd_never_takes_a_cluster_that_does_not_answer_for_an_image_that_is_gone(returncode, stderr):
+    runner = Answers(returncode, stderr)
+    backend = registry.build("rbd", runner, "/srv", {p.name: p.example for p in registry.TYPES["rbd"].params
+                                                     if p.required})
+    with pytest.raises(DriverError):
+        backend.delete_image(backend.image_path("/srv", 3))
+    assert all(a[a.index("--id") + 2] in ("info", "image-meta") for a in runner.argvs), runner.argvs

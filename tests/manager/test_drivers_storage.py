@@ -112,6 +112,8 @@ def test_qemu_filenames_name_the_same_disk_as_the_domain():
     {"kind": "rbd", "name": "one/img:conf=/tmp/evil.conf"}, {"kind": "rbd", "name": "one/img,x"},
     {"kind": "iscsi", "name": "iqn.x/1"}, {"kind": "nbd", "hosts": ("h:1\n",)},
     {"kind": "file", "path": "/x", "format": "vmdk"}, {"kind": "block", "path": "/dev/sda\"/><x y=\""},
+    {"kind": "file", "path": "/srv/ds/../../etc/shadow"}, {"kind": "block", "path": "/dev/./sda"},
+    {"kind": "rbd", "name": "../.."}, {"kind": "rbd", "name": ".x/y"},
 ])
 def test_a_disk_source_that_could_smuggle_an_option_is_refused(bad):
     with pytest.raises(DriverError):

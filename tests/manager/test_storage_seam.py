@@ -176,7 +176,8 @@ def test_two_datastores_may_not_claim_the_same_pool_and_prefix(seam):
     fake = dict(registry.TYPES)
     fake["rbd"] = dataclasses.replace(registry.TYPES["rbd"], factory=registry.TYPES["dummy"].factory)
     seam.manager.env.backend_types = fake
-    params = {"pool": "one", "user": "ds-a", "monitors": "10.0.0.1:6789"}
+    params = {"pool": "one", "user": "ds-a", "monitors": "10.0.0.1:6789",
+              "secret_uuid": "9ab3c7e2-2d4b-4a0c-8f5e-2c1d0e7f6a51"}
     made = seam.manager.datastores.create(SYSTEM, "a", _dir(seam, "a"), backend="rbd", params=params)
     assert made.params["prefix"] == "one-"
     with pytest.raises(CoreError) as caught:
@@ -185,3 +186,45 @@ def test_two_datastores_may_not_claim_the_same_pool_and_prefix(seam):
     seam.manager.datastores.create(SYSTEM, "c", _dir(seam, "c"), backend="rbd", params={**params, "prefix": "c-"})
     # An image datastore may share them: images and VM disks have names of their own.
     seam.manager.datastores.create(SYSTEM, "i", _dir(seam, "i"), kind="image", backend="rbd", params=params)
+
+
+def test_a_vm_whose_images_need_two_technologies_is_refused_at_create(seam):
+    one = seam.manager.datastores.create(SYSTEM, "q", _dir(seam, "q"), kind="image")
+    two = seam.manager.datastores.create(SYSTEM, "d", _dir(seam, "d"), kind="image", backend="dummy")
+    images = [seam.manager.images.create(SYSTEM, f"i{ds.id}", ds.id, size_mb=8, public=True) for ds in (one, two)]
+    with pytest.raises(CoreError) as caught:
+        seam.manager.vms.create(SYSTEM, VmSpec("web", memory=64, cpu=0.1, disks=[i.id for i in images]))
+    assert caught.value.code == "NOT_SUPPORTED" and "dummy and qcow2" in caught.value.message
+    assert seam.manager.vms.page(SYSTEM, 0, 10)[0] == []
+
+
+def test_a_migration_of_a_persistent_disk_its_datastore_cannot_prepare_is_refused_before_the_vm_moves(seam):
+    images = seam.manager.datastores.create(SYSTEM, "images", _dir(seam, "images"), kind="image", backend="dummy",
+                                            params={"verbs": "capacity,mkimage,delete"})
+    image = seam.manager.images.create(SYSTEM, "data", images.id, size_mb=16, persistent=True)
+    seam.manager.datastores.create(SYSTEM, "sys", _dir(seam, "sys"), backend="dummy")
+    seam.manager.hosts.create(SYSTEM, "host1", driver="fake")
+    two = seam.manager.hosts.create(SYSTEM, "host2", driver="fake")
+    seam.controller.monitor_hosts(force=True)
+    vm = seam.manager.vms.create(SYSTEM, VmSpec("db", memory=64, cpu=0.1, disks=[image.id], requirements="ID = 1"))[0]
+    seam.settle()
+    assert seam.vm(vm.id).state == S.RUNNING, seam.vm(vm.id).error
+    with pytest.raises(CoreError) as caught:
+        seam.manager.vms.action(SYSTEM, vm.id, "migrate", host_id=two.id)
+    assert caught.value.code == "NOT_SUPPORTED" and caught.value.details["verb"] == "premigrate"
+    assert seam.vm(vm.id).state == S.RUNNING and seam.vm(vm.id).host_id != two.id
+
+
+def test_the_same_pool_and_prefix_named_by_other_monitors_is_still_one_claim(seam):
+    import dataclasses
+
+    fake = dict(registry.TYPES)
+    fake["rbd"] = dataclasses.replace(registry.TYPES["rbd"], factory=registry.TYPES["dummy"].factory)
+    seam.manager.env.backend_types = fake
+    params = {"pool": "one", "user": "ds-a", "monitors": "10.0.0.11:6789",
+              "secret_uuid": "9ab3c7e2-2d4b-4a0c-8f5e-2c1d0e7f6a51"}
+    seam.manager.datastores.create(SYSTEM, "a", _dir(seam, "a"), backend="rbd", params=params)
+    with pytest.raises(CoreError) as caught:
+        seam.manager.datastores.create(SYSTEM, "b", _dir(seam, "b"), backend="rbd",
+                                       params={**params, "monitors": "10.0.0.11:6789,10.0.0.12:6789"})
+    assert caught.value.code == "IN_USE"
