@@ -93,7 +93,7 @@ def one(work: Path, backend: str, params: dict, size_gib: int, vms: int, conf: s
     for index in range(vms):
         copy = (f"{params['pool']}/{params['prefix']}copy-{index}" if backend == "rbd"
                 else str(work / "system" / f"copy-{index}.qcow2"))
-        out = qemu_filename(controller.backend_for(images).disk_source(copy, ""), conf) if backend == "rbd" else copy
+        out = controller.backend_for(images).qemu_target(copy) if backend == "rbd" else copy
         subprocess.run(["qemu-img", "convert", "-O", "raw" if backend == "rbd" else "qcow2", target, out], check=True,
                        capture_output=True)
     copy_seconds = time.monotonic() - started
