@@ -133,6 +133,8 @@ def up(directory: Path, memstore_bytes: int = MEMSTORE_BYTES) -> Cluster:
     """A fresh cluster in `directory` (emptied of an earlier one first: stop it with `down`).
     memstore_bytes: the capacity the OSD reports; memory is used only for what is written."""
     directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()) and not _ours(directory):
+        raise RuntimeError(f"ceph lab: {directory} holds files this lab did not make; give an empty or new directory")
     down(directory)
     for sub in ("run", "log", "mon.a", "mgr.x", "osd.0"):
         (directory / sub).mkdir(parents=True, exist_ok=True)
@@ -170,9 +172,18 @@ def up(directory: Path, memstore_bytes: int = MEMSTORE_BYTES) -> Cluster:
     return cluster
 
 
+def _ours(directory: Path) -> bool:
+    """A directory `up` made: its ceph.conf keeps its files there and it recorded the monitors."""
+    conf = directory / "ceph.conf"
+    return (directory / "monitors").is_file() and conf.is_file() and f"mon data = {directory}/mon.$id" in conf.read_text()
+
+
 def down(directory: Path) -> None:
-    """Stop the daemons whose pid files are in `directory`, and remove the cluster's files."""
+    """Stop the daemons whose pid files are in `directory`, and remove the cluster's files; a
+    directory `up` did not make is left alone."""
     directory = Path(directory)
+    if not directory.exists() or not _ours(directory):
+        return
     for name in DAEMONS:
         pid_file = directory / f"{name}.pid"
         try:
