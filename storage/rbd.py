@@ -328,11 +328,17 @@ class RbdBackend(BackendBase):
 
     # -- crash leftovers and quarantine --------------------------------------------------------------
     def _remove_partial(self, pattern: "re.Pattern[str]") -> list[str]:
-        """.tmp images of this datastore's name patterns: a crash before the rename."""
+        """.tmp images of this datastore's name patterns: a crash before the rename. One the dead
+        client still watches (Ceph drops the watch after 30 s) is left for the next sweep."""
         removed = []
         for name in self._names():
             if name.endswith(".tmp") and pattern.fullmatch(name[:-4]):
-                self._remove(f"{self.pool}/{name}")
+                try:
+                    self._remove(f"{self.pool}/{name}")
+                except DriverError as exc:
+                    if "has watchers" not in str(exc):
+                        raise
+                    continue
                 removed.append(f"{self.pool}/{name}")
         return removed
 
