@@ -12,6 +12,8 @@ qemu-utils qemu-block-extra mariadb-server
 ceph-mon ceph-osd ceph-mgr ceph-common
 qemu-system-x86 debootstrap e2fsprogs
 nfs-ganesha nfs-ganesha-vfs libnfs-utils
+moosefs-master moosefs-chunkserver moosefs-client fuse3
+tgt libiscsi-bin nbdkit nbdkit-plugin-python
 libvirt-dev libvirt-daemon pkg-config gcc python3-dev
 "
 
