@@ -193,6 +193,57 @@ def test_hypervisor_host_uses_the_vg_over_aoe_and_the_export_over_kernel_nfs(vml
     ssh(hv, "rm -f /mnt/one/hv-probe; umount /mnt/one")
 
 
+def _runner(machine):
+    """The project's own SSH runner to a lab machine (what the manager uses on a frontend)."""
+    from appliance.runner.ssh import SshRunner
+
+    return SshRunner(machine.name, machine.lan_ip, key_filename=str(LAB / "client_key"),
+                     known_hosts=LAB / "known_hosts")
+
+
+def test_lvm_datastore_clones_an_image_and_the_host_reads_it_over_aoe(vmlab):
+    """The LVM backend for real: metadata changes on the frontend that holds the VG (under its lock),
+    a thick snapshot per VM disk, activated on the hypervisor host over AoE, which reads the image's
+    data through it and writes its own without touching the image; an image with a clone is never
+    removed; an LV the datastore did not make is never touched."""
+    from appliance.core.protocols import DriverError
+    from appliance.storage.lvmds import LvmBackend
+
+    hv = vmlab.machine("cloud-hv01")
+    holder = _holder(vmlab)
+    b = LvmBackend(_runner(holder), "one-data", prefix="t12-", host_runner=lambda host: _runner(vmlab.machine(host)))
+    image, disk = b.image_path("", 1), b.disk_path("", 1, 0)
+    ssh(holder, "lvcreate -q --yes -L 8m -n t12-img-2 one-data && lvchange -an one-data/t12-img-2")  # not ours
+    try:
+        b.create_image(image, 16)
+        ssh(holder, f"lvchange -ay {image[5:]} && printf image-data | dd of={image} conv=fsync status=none "
+                    f"&& lvchange -an {image[5:]}")
+        b.clone(image, disk, host=hv.name)
+        assert b.verify(disk, image)
+        source = b.disk_source(disk, hv.name)  # activates it on the host
+        assert (source.kind, source.path) == ("block", disk)
+        ssh(hv, "aoe-discover; for i in $(seq 30); do [ -b /dev/etherd/e0.1 ] && break; sleep 1; done")
+        assert ssh(hv, f"head -c 10 {disk}").stdout == "image-data"
+        ssh(hv, f"printf guest-data | dd of={disk} conv=fsync status=none")
+        assert ssh(hv, f"head -c 10 {disk}").stdout == "guest-data"
+        with pytest.raises(DriverError, match="snapshot"):
+            b.delete_image(image)
+        b.release(disk, hv.name)
+        ssh(holder, f"lvchange -ay {image[5:]}")
+        assert ssh(holder, f"head -c 10 {image}").stdout == "image-data"  # the clone's write stayed in the clone
+        ssh(holder, f"lvchange -an {image[5:]}")
+        with pytest.raises(DriverError, match="did not make it"):
+            b.delete_image(b.image_path("", 2))
+        b.delete_vm_disks("", 1)
+        b.delete_image(image)
+        left = ssh(holder, "lvs --noheadings -o lv_name one-data").stdout.split()
+        assert [n for n in left if n.startswith("t12-")] == ["t12-img-2"]
+    finally:
+        ssh(hv, "lvchange -an one-data/t12-vm-1-disk-0 2>/dev/null; true", check=False)
+        ssh(holder, "for lv in t12-vm-1-disk-0 t12-img-1 t12-img-2; do lvremove -q -f one-data/$lv 2>/dev/null; "
+                    "done; true", check=False)
+
+
 def _holder(vmlab):
     for machine in vmlab.FRONTENDS:
         if ssh(machine, "mountpoint -q /srv/cloud/one", check=False).returncode == 0:
