@@ -25,6 +25,7 @@ _SHAPES = {
     "path": re.compile(r"(?!.*/\.\.?(/|$))/[A-Za-z0-9._/+-]{1,1023}"),  # no . or .. segment
     "rbd": re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}/[A-Za-z0-9][A-Za-z0-9._-]{0,255}"),
     "iscsi": re.compile(r"(iqn\.[0-9]{4}-[0-9]{2}\.[a-z0-9.-]+(:[A-Za-z0-9._-]+)?|eui\.[0-9A-F]{16})/[0-9]{1,5}"),
+    "iqn": re.compile(r"iqn\.[0-9]{4}-[0-9]{2}\.[a-z0-9.-]+(:[A-Za-z0-9._-]+)?"),
     "nbd": re.compile(r"[A-Za-z0-9._-]{1,256}"),
     "host": re.compile(r"[A-Za-z0-9.-]{1,253}:[0-9]{1,5}"),
     "word": re.compile(r"[A-Za-z0-9._-]{1,128}"),
@@ -37,7 +38,8 @@ class DiskSource:
     iSCSI LUN logged in by the host), or a network disk qemu opens itself (rbd, iscsi, nbd).
 
     name: rbd "pool/image", iscsi "iqn.../lun", nbd the export; hosts: ("host:port", ...);
-    auth_user and secret_uuid: the libvirt secret holding the cephx key (never the key itself)."""
+    auth_user and secret_uuid: the libvirt secret holding the cephx key (never the key itself);
+    initiator: the iSCSI initiator name qemu logs in with (the target's ACL admits only it)."""
 
     kind: str
     path: str = ""
@@ -46,6 +48,7 @@ class DiskSource:
     format: str = "raw"
     auth_user: str = ""
     secret_uuid: str = ""
+    initiator: str = ""
 
     def __post_init__(self):
         if self.kind not in SOURCE_KINDS:
@@ -56,7 +59,7 @@ class DiskSource:
         if self.format not in ("raw", "qcow2"):
             raise DriverError(f"disk format {self.format!r} is not raw or qcow2")
         checks = [("path", self.path, "path"), ("name", self.name, self.kind), ("auth_user", self.auth_user, "word"),
-                  ("secret_uuid", self.secret_uuid, "word"), *(("hosts", h, "host") for h in self.hosts)]
+                  ("secret_uuid", self.secret_uuid, "word"), ("initiator", self.initiator, "iqn"), *(("hosts", h, "host") for h in self.hosts)]
         for what, value, shape in checks:
             if value and (shape not in _SHAPES or not _SHAPES[shape].fullmatch(value)):
                 raise DriverError(f"{what} {value!r} is not a plain {shape if shape in _SHAPES else self.kind} "

@@ -7,6 +7,8 @@ another host (see "Unreachable hosts" in docs/manager.md).
 """
 from __future__ import annotations
 
+import json
+
 import logging
 import threading
 import time
@@ -49,6 +51,8 @@ def disk_element(devices: ET.Element, source: DiskSource, target: str) -> ET.Ele
         src = ET.SubElement(element, "source", attrs)
         for address in source.hosts:
             _host(src, address)
+        if source.initiator:  # qemu logs in as this name: the target's ACL admits only the VM's host
+            ET.SubElement(ET.SubElement(src, "initiator"), "iqn", {"name": source.initiator})
         if source.auth_user and source.secret_uuid:  # the key itself stays in libvirt's secret
             auth = ET.SubElement(element, "auth", {"username": source.auth_user})
             ET.SubElement(auth, "secret", {"type": "ceph" if source.kind == "rbd" else "iscsi",
@@ -67,6 +71,11 @@ def qemu_filename(source: DiskSource, ceph_conf: str = "") -> str:
         options += [f"conf={ceph_conf}"] if ceph_conf else []
         return ":".join([f"rbd:{source.name}", *options])
     host = source.hosts[0] if source.hosts else ""
+    if source.kind == "iscsi" and source.initiator:  # the URL form has no initiator name
+        target, _, lun = source.name.rpartition("/")
+        return "json:" + json.dumps({"driver": "raw", "file": {
+            "driver": "iscsi", "transport": "tcp", "portal": host, "target": target, "lun": int(lun),
+            "initiator-name": source.initiator}}, sort_keys=True)
     if source.kind == "iscsi":
         return f"iscsi://{host}/{source.name}"
     return f"nbd://{host}/{source.name}" if source.name else f"nbd://{host}"

@@ -82,7 +82,8 @@ SOURCES = {
     "block": DiskSource("block", path="/dev/vg-one/one-7-0"),
     "rbd": DiskSource("rbd", name="one/one-7-0", hosts=("10.0.0.11:6789", "10.0.0.12:6789"), auth_user="ds-100",
                       secret_uuid="9ab3c7e2-2d4b-4a0c-8f5e-2c1d0e7f6a51"),
-    "iscsi": DiskSource("iscsi", name="iqn.2026-12.appliance:ds100.vm7.disk0/1", hosts=("10.1.0.10:3260",)),
+    "iscsi": DiskSource("iscsi", name="iqn.2026-12.appliance:ds100.vm7.disk0/1", hosts=("10.1.0.10:3260",),
+                        initiator="iqn.2026-12.appliance:host.hv01"),
     "nbd": DiskSource("nbd", name="vm7-disk0", hosts=("127.0.0.1:10809",)),
 }
 
@@ -102,7 +103,11 @@ def test_domain_xml_renders_every_disk_source_kind(kind, update_golden):
 
 def test_qemu_filenames_name_the_same_disk_as_the_domain():
     assert qemu_filename(SOURCES["rbd"], "/etc/ceph/ceph.conf") == "rbd:one/one-7-0:id=ds-100:conf=/etc/ceph/ceph.conf"
-    assert qemu_filename(SOURCES["iscsi"]) == "iscsi://10.1.0.10:3260/iqn.2026-12.appliance:ds100.vm7.disk0/1"
+    bare = DiskSource("iscsi", name="iqn.2026-12.appliance:ds100.vm7.disk0/1", hosts=("10.1.0.10:3260",))
+    assert qemu_filename(bare) == "iscsi://10.1.0.10:3260/iqn.2026-12.appliance:ds100.vm7.disk0/1"
+    assert json.loads(qemu_filename(SOURCES["iscsi"])[5:])["file"] == {
+        "driver": "iscsi", "transport": "tcp", "portal": "10.1.0.10:3260", "lun": 1,
+        "target": "iqn.2026-12.appliance:ds100.vm7.disk0", "initiator-name": "iqn.2026-12.appliance:host.hv01"}
     assert qemu_filename(SOURCES["nbd"]) == "nbd://127.0.0.1:10809/vm7-disk0"
     assert qemu_filename(SOURCES["block"]) == "/dev/vg-one/one-7-0"
 
@@ -111,6 +116,7 @@ def test_qemu_filenames_name_the_same_disk_as_the_domain():
     {"kind": "http", "path": "/x"}, {"kind": "file", "path": "relative.qcow2"}, {"kind": "file"},
     {"kind": "rbd", "name": "one/img:conf=/tmp/evil.conf"}, {"kind": "rbd", "name": "one/img,x"},
     {"kind": "iscsi", "name": "iqn.x/1"}, {"kind": "nbd", "hosts": ("h:1\n",)},
+    {"kind": "iscsi", "name": "iqn.2026-12.a:b/1", "hosts": ("h:1",), "initiator": "iqn.2026-12.a:b\"/><x"},
     {"kind": "file", "path": "/x", "format": "vmdk"}, {"kind": "block", "path": "/dev/sda\"/><x y=\""},
     {"kind": "file", "path": "/srv/ds/../../etc/shadow"}, {"kind": "block", "path": "/dev/./sda"},
     {"kind": "rbd", "name": "../.."}, {"kind": "rbd", "name": ".x/y"},
