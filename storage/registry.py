@@ -19,6 +19,11 @@ def _qcow2(runner: Runner, path: str, params: dict[str, Any]) -> Backend:
     return Qcow2Backend(runner)
 
 
+def _moosefs(runner: Runner, path: str, params: dict[str, Any]) -> Backend:
+    from appliance.storage.moosefs import MoosefsBackend
+    return MoosefsBackend(runner, path, goal=params["goal"])
+
+
 def _rbd(runner: Runner, path: str, params: dict[str, Any]) -> Backend:
     from appliance.storage.rbd import RbdBackend
     return RbdBackend(runner, pool=params["pool"], user=params["user"], monitors=tuple(params["monitors"].split(",")),
@@ -42,6 +47,21 @@ def _dummy(runner: Runner, path: str, params: dict[str, Any]) -> Backend:
     return DummyBackend(runner, size_mb=params.get("size_mb", 1024 * 1024), verbs=verbs)
 
 
+def _lvm(runner: Runner, path: str, params: dict[str, Any]) -> Backend:
+    from appliance.storage.lvmds import LvmBackend
+    return LvmBackend(runner, params["vg"], thin_pool=params.get("thin_pool", ""),
+                      snapshot_pct=params["snapshot_pct"], prefix=params["prefix"])
+
+
+def _iscsi(runner: Runner, path: str, params: dict[str, Any]) -> Backend:
+    from appliance.storage.iscsi import IscsiBackend
+    return IscsiBackend(runner, params["iqn"], params["portal"], control_port=params["control_port"],
+                        prefix=params["prefix"])
+
+
+_PREFIX = Param("prefix", default="one-", pattern=r"[a-z0-9][a-z0-9-]{0,31}",
+                help="name prefix of this datastore's volumes (two datastores may share a VG or a target name space)")
+
 TYPES: dict[str, BackendType] = {t.name: t for t in (
     BackendType("qcow2", "qcow2 overlays on a directory every host mounts (NFS or local)", (),
                 frozenset(VERBS), _qcow2),
@@ -50,6 +70,10 @@ TYPES: dict[str, BackendType] = {t.name: t for t in (
               help="the capacity it reports"),
         Param("verbs", pattern=_VERB_LIST, help="comma-separated verbs it answers (default: all)"),
     ), frozenset(VERBS), _dummy, check=lambda params: _dummy_check(params)),
+    BackendType("moosefs", "MooseFS: a directory in an mfsmount; VM disks are mfsmakesnapshot lazy copies", (
+        Param("goal", "int", default=2, minimum=1, maximum=9,
+              help="copies MooseFS keeps of every chunk in this datastore (mfssetgoal on its directory)"),
+    ), frozenset(VERBS), _moosefs),
     BackendType("rbd", "Ceph RBD: images in a pool, VM disks are clones of a protected snapshot", (
         Param("pool", required=True, pattern=_WORD, help="the RBD pool (it must exist)", example="one"),
         Param("user", required=True, pattern=_WORD, help="the cephx user of this datastore, without 'client.'",
@@ -67,6 +91,26 @@ TYPES: dict[str, BackendType] = {t.name: t for t in (
         # Pool and prefix only: the same cluster can be named by other monitor lists or by name, and
         # a false conflict (another cluster, same pool and prefix) costs only another prefix.
         claim=lambda params: f"rbd:{params['pool']}/{params['prefix']}"),
+    BackendType("lvm", "LVM: image LVs in a volume group (the DRBD disk over AoE), VM disks are snapshot LVs", (
+        Param("vg", required=True, pattern=r"[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}",
+              help="the volume group, as the frontend sees it", example="one-data"),
+        Param("thin_pool", pattern=r"[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}",
+              help="a thin pool in the VG: thin images and snapshots (default: thick snapshots)"),
+        Param("snapshot_pct", "int", default=100, minimum=1, maximum=100,
+              help="a thick snapshot's copy-on-write area, in % of its image (a full one breaks the disk)"),
+        _PREFIX,
+    ), frozenset({"clone", "ln", "delete", "mkimage", "import", "resize", "capacity"}), _lvm, source_kind="block",
+        claim=lambda params: f"lvm:{params['vg']}/{params['prefix']}"),
+    BackendType("iscsi", "iSCSI: raw images and disks on the frontend, one tgtd target per disk, ACL per host", (
+        Param("iqn", required=True, pattern=r"iqn\.[0-9]{4}-[0-9]{2}\.[a-z0-9.-]{1,200}",
+              help="the base of every target and initiator name", example="iqn.2026-12.org.example.cloud"),
+        Param("portal", required=True, pattern=r"[A-Za-z0-9.-]{1,253}:[0-9]{1,5}",
+              help="where hosts reach tgtd, host:port", example="10.0.0.10:3260"),
+        Param("control_port", "int", default=0, minimum=0, maximum=65535,
+              help="tgtd's management channel (tgtadm -C), 0 for the system's tgtd"),
+        _PREFIX,
+    ), frozenset({"clone", "ln", "delete", "mkimage", "import", "resize", "capacity", "premigrate", "postmigrate"}),
+        _iscsi, source_kind="iscsi", claim=lambda params: f"iscsi:{params['iqn']}:{params['prefix']}"),
 )}
 
 
