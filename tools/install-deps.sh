@@ -24,16 +24,23 @@ for package in $PACKAGES; do
     fi
 done
 
-if [ -z "$missing" ]; then
-    exit 0
-fi
-
-echo "installing Debian packages:$missing"
 if [ "$(id -u)" -ne 0 ]; then
     SUDO=sudo
 else
     SUDO=
 fi
+
+# The boot tests run qemu through libvirt's embedded driver (qemu:///embed), which runs qemu as
+# libvirt-qemu: the user libvirt-daemon-system would make, without that package's daemons.
+if ! id libvirt-qemu >/dev/null 2>&1; then
+    $SUDO useradd --system --no-create-home --shell /usr/sbin/nologin libvirt-qemu
+fi
+
+if [ -z "$missing" ]; then
+    exit 0
+fi
+
+echo "installing Debian packages:$missing"
 # Package scripts must not start services on a build machine (nfs-ganesha, lighttpd, mariadb
 # would bind ports the lab and the tests need): policy-rc.d says no while we install.
 if [ ! -e /usr/sbin/policy-rc.d ]; then

@@ -88,6 +88,9 @@ class Cluster:
         """An RBD pool (idempotent)."""
         self.ceph("osd", "pool", "create", name, "8", "8")
         _run(["rbd", "-c", str(self.conf), "pool", "init", name], timeout=60)
+        # `ceph df` (a datastore's capacity) lists a new pool only once the manager has its stats.
+        _wait(f"pool {name} in ceph df", lambda: any(
+            p.get("name") == name for p in json.loads(self.ceph("df", "--format", "json")).get("pools", [])), 60)
 
     def user(self, name: str, pool: str) -> Path:
         """A cephx client for one datastore, allowed RBD on `pool` only; its keyring, 0600."""
