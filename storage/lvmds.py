@@ -85,7 +85,8 @@ def remove_cmd(vg: str, name: str, driver_loaded: bool = True) -> list[str]:
 
 
 def activate_cmd(vg: str, name: str, on: bool) -> list[str]:
-    return ["lvchange", "--activate", "y" if on else "n", f"{vg}/{name}"]
+    # --yes: a thick snapshot is (de)activated together with its origin, and lvchange asks first.
+    return ["lvchange", "--yes", "--activate", "y" if on else "n", f"{vg}/{name}"]
 
 
 def _mb(value: Any) -> int:
