@@ -23,6 +23,18 @@ from .pools import Store
 from .protocols import Backend, DiskSource, DiskSpec, DomainSpec, DriverError, Hypervisor, NicSpec
 from .scheduler import DatastoreSlot, HostSlot, Policy, Request, schedule
 
+
+def _cached(report) -> dict[int, float]:
+    """A host's SSD-cache report (its CACHE attribute: {"<image id>": fraction of the image's blocks
+    cached}) as the scheduler's CACHED reads it; anything malformed counts as nothing cached."""
+    if not isinstance(report, dict):
+        return {}
+    out = {}
+    for image, fraction in report.items():
+        if str(image).isdigit() and type(fraction) in (int, float) and 0 <= fraction <= 1:
+            out[int(image)] = float(fraction)
+    return out
+
 log = logging.getLogger("appliance.controller")
 _DOMAIN = re.compile(r"appliance-(\d+)")
 
@@ -328,7 +340,8 @@ class Controller:
                 "GROUP BY datastore_id", (S.DONE,)).all()}
         slots = [HostSlot(h.id, h.cpu_total, h.mem_total, int(usage.get(h.id, (0, 0, 0))[0] or 0),
                           int(usage.get(h.id, (0, 0, 0))[1] or 0), int(usage.get(h.id, (0, 0, 0))[2] or 0),
-                          h.cluster_id, {**h.attributes, "NAME": h.name, "HYPERVISOR": h.hypervisor})
+                          h.cluster_id, {**h.attributes, "NAME": h.name, "HYPERVISOR": h.hypervisor},
+                          _cached(h.attributes.get("CACHE")))
                  for h in hosts]
         stores = [DatastoreSlot(d.id, d.total_mb, int(ds_used.get(d.id) or 0), tuple(d.cluster_ids),
                                 {**d.attributes, "NAME": d.name}, self._verbs(d), d.backend) for d in datastores]
@@ -337,7 +350,8 @@ class Controller:
                             # A stopped VM keeps its disks: it must come back on the same datastore.
                             f"ID = {vm.datastore_id}" if vm.datastore_id is not None else vm.ds_requirements,
                             frozenset({"clone"}) if any(not d.get("persistent") for d in vm.disks) else frozenset(),
-                            frozenset(d["backend"] for d in vm.disks if not d.get("persistent") and d.get("backend")))
+                            frozenset(d["backend"] for d in vm.disks if not d.get("persistent") and d.get("backend")),
+                            tuple(sorted({int(d["image_id"]) for d in vm.disks if "image_id" in d})))
                     for vm in pending]
         placed = 0
         by_id = {vm.id: vm for vm in pending}
