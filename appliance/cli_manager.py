@@ -501,6 +501,13 @@ def vm_deploy(ident: int, host_id: int = typer.Option(..., "--host"),
         "action": "deploy", "host_id": host_id, "datastore_id": datastore_id}))
 
 
+@vm.command("flatten")
+def vm_flatten(ident: int, disk: int = typer.Option(0, "--disk", min=0, help="The disk's index (0: the first)"),
+               url: Url = None, ca: Ca = None, token_file: TokenFile = None, as_json: AsJson = False) -> None:
+    """Copy the image's blocks into a VM disk (RBD), so the image can be deleted."""
+    _call(as_json, "vm", _api(url, ca, token_file), lambda c: c.post(f"/vms/{ident}/disks/{disk}/flatten", {}))
+
+
 @vm.command("migrate")
 def vm_migrate(ident: int, host_id: int = typer.Option(..., "--host"),
                url: Url = None, ca: Ca = None, token_file: TokenFile = None, as_json: AsJson = False) -> None:

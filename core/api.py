@@ -472,6 +472,12 @@ def create_app(manager: Manager) -> FastAPI:
     def vm_action(who: Who, ident: Id, body: VmActionIn) -> Response:
         return _json(manager.vms.action(who, ident, body.action, body.host_id, body.datastore_id, body.how).body())
 
+    @app.post(f"{PREFIX}/vms/{{ident}}/disks/{{disk}}/flatten", response_model=VM, responses=ERRORS,
+              operation_id="flatten_vm_disk", summary="Copy the image's blocks into the disk (RBD): then the "
+              "image may be deleted")
+    def flatten_vm_disk(who: Who, ident: Id, disk: Annotated[int, Path(ge=0, le=1023)]) -> Response:
+        return _json(manager.vms.flatten(who, ident, disk).body())
+
     @app.delete(f"{PREFIX}/vms/{{ident}}", response_model=VM, responses=ERRORS, operation_id="delete_vm")
     def delete_vm(who: Who, ident: Id) -> Response:
         return _json(manager.vms.action(who, ident, "delete").body())

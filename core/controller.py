@@ -229,6 +229,7 @@ class Controller:
                 path = backend.disk_path(ds.path, vm.id, index)
                 if not backend.verify(path, image.path):
                     backend.clone(image.path, path, host=host.name)
+                    disk.pop("flattened", None)  # a new clone depends on its image again
                 disk["path"] = path
             # How this host opens it (a file, an activated LV, an rbd: name): rendered by the driver.
             ask = getattr(owner, "disk_source", None)
@@ -260,7 +261,9 @@ class Controller:
 
     def _boot(self, vm: VM) -> None:
         host, _, _ = self._context(vm)
-        self.hypervisor_for(host).ensure_running(self.domain_spec(vm))
+        # Each boot asks the backends again how the host opens the disks: that (idempotently) exports
+        # an iSCSI target a tgtd restart forgot, or activates an LV a host reboot left inactive.
+        self.hypervisor_for(host).ensure_running(self.domain_spec(vm, for_host=host.name))
 
     def _shutdown(self, vm: VM) -> None:
         host, _, _ = self._context(vm)

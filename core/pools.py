@@ -98,7 +98,8 @@ class VmPool(Pool[VM]):
 
     def users_of_image(self, tx: Tx, image_id: int) -> list[int]:
         return [vm.id for vm in self.where(tx, "state <> ?", (VmState.DONE,))
-                if any(d.get("image_id") == image_id for d in vm.disks)]
+                # A flattened disk holds all its blocks itself: its image may go.
+                if any(d.get("image_id") == image_id and not d.get("flattened") for d in vm.disks)]
 
     def live_count_of_owner(self, tx: Tx, owner_id: int) -> int:
         return tx.execute("SELECT COUNT(*) FROM vms WHERE owner_id = ? AND state <> ?",

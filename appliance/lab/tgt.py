@@ -58,13 +58,14 @@ def up(directory: Path) -> Target:
     if (directory / "tgtd.pid").exists():
         return _read(directory)
     (directory / MARK).write_text("made by appliance.lab.tgt\n")
-    control, port = free_control_port(), free_port()
-    (directory / "ports").write_text(f"{control} {ADDRESS}:{port}\n")
+    if not (directory / "ports").exists():  # a restart keeps its channel and portal, as a real one does
+        (directory / "ports").write_text(f"{free_control_port()} {ADDRESS}:{free_port()}\n")
     log = (directory / "tgtd.log").open("w")
-    process = subprocess.Popen(["tgtd", "-f", "-C", str(control), "--iscsi", f"portal={ADDRESS}:{port}"],
+    target = _read(directory)
+    port = int(target.portal.rsplit(":", 1)[1])
+    process = subprocess.Popen(["tgtd", "-f", "-C", str(target.control_port), "--iscsi", f"portal={target.portal}"],
                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     (directory / "tgtd.pid").write_text(f"{process.pid}\n")
-    target = _read(directory)
     deadline = time.monotonic() + 30
     while True:
         try:

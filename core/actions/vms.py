@@ -111,6 +111,46 @@ class Vms:
         with self.env.store.read() as tx:
             return self.env.store.vms.page(tx, after, limit, f"{condition} AND {visible}", (*values_, *params))
 
+    def flatten(self, actor: Actor, ident: int, disk: int) -> VM:
+        """Copy the image's blocks into a VM disk, so it no longer needs its image (which can then be
+        deleted). On the backend's own thread of work: the VM may run meanwhile (RBD flattens live)."""
+        from ..protocols import DriverError
+
+        with self.env.store.read() as tx:
+            vm = authz.require_change(actor, "vm", self.env.store.vms.get(tx, ident), ident)
+            if not 0 <= disk < len(vm.disks):
+                raise CoreError("VALUE_INVALID", f"VM {ident} has {len(vm.disks)} disk(s); disk {disk} is none of them",
+                                field="disk", value=disk)
+            entry = vm.disks[disk]
+            if entry.get("persistent"):
+                raise CoreError("VALUE_INVALID", f"disk {disk} of VM {ident} is a persistent image, not a clone",
+                                field="disk", value=disk)
+            if not entry.get("path") or vm.datastore_id is None:
+                raise CoreError("STATE_INVALID", f"disk {disk} of VM {ident} is not made yet (state {vm.state})",
+                                state=vm.state)
+            ds = self.env.store.datastores.require(tx, vm.datastore_id)
+        backend = self.env.backend_for(ds)
+        flatten = getattr(backend, "flatten", None)
+        if flatten is None:
+            raise CoreError("NOT_SUPPORTED", f"the {ds.backend} backend cannot flatten a disk: its disks do not "
+                            "depend on their image, or cannot stop depending on it", field="disk", verb="flatten")
+        try:
+            flatten(entry["path"])
+        except DriverError as exc:
+            raise CoreError("STATE_INVALID", f"flattening disk {disk} of VM {ident} failed: {exc}") from None
+        # Recorded, so the image no longer counts this VM as a user (it may be deleted). The VM may
+        # have moved on meanwhile (the controller works concurrently): compare-and-set, retried.
+        for _ in range(20):
+            with self.env.store.transaction() as tx:
+                vm = self.env.store.vms.require(tx, ident)
+                if vm.disks[disk].get("path") != entry["path"]:
+                    raise CoreError("STATE_INVALID", f"disk {disk} of VM {ident} changed while it was flattened")
+                vm.disks[disk]["flattened"] = True
+                if self.env.store.vms.save(tx, vm, f"{actor.name}: flatten disk {disk}", record=True):
+                    return vm
+        raise CoreError("STATE_INVALID", f"VM {ident} kept changing; its disk {disk} is flattened, try again to "
+                        "record it")
+
     def history(self, actor: Actor, ident: int) -> list[dict[str, Any]]:
         with self.env.store.read() as tx:
             authz.require_read(actor, "vm", self.env.store.vms.get(tx, ident), ident)

@@ -145,3 +145,63 @@ def test_command_lists_match_golden(update_golden):
     if update_golden:
         golden.write_text(text)
     assert text == golden.read_text()
+
+
+def test_a_vm_resumed_after_a_tgtd_restart_gets_its_target_back(tgt, tmp_path):
+    """The runbook's case (docs/runbooks/storage.md): tgtd restarted and forgot every target; the
+    VM's next boot (resume, recover --retry) exports its disk again, through the manager."""
+    from appliance.core.actions import Manager, PathPolicy
+    from appliance.core.actions.vms import VmSpec
+    from appliance.core.authz import SYSTEM
+    from appliance.core.clock import SystemClock
+    from appliance.core.controller import Controller, Settings
+    from appliance.core.db import DatabaseUrl, migrate, open_database
+    from appliance.core.hooks import Hooks
+    from appliance.core.pools import Store
+    from appliance.drivers.fake import FakeHypervisor
+    from appliance.lab import tgt as lab
+    from appliance.storage import registry
+    from tests.conftest import ROOT
+
+    assert "recover <id> --retry" in (ROOT / "docs" / "runbooks" / "storage.md").read_text()
+    db = open_database(DatabaseUrl("sqlite", path=str(tmp_path / "m.db")))
+    migrate(db)
+    store = Store(db)
+    params = {"iqn": IQN, "portal": tgt.portal, "control_port": tgt.control_port}
+    backends: dict = {}
+
+    def backend_for(ds):
+        return backends.setdefault(ds.id, registry.build(ds.backend, LocalRunner(), ds.path, ds.params))
+    fake = FakeHypervisor(cpu_units=800, memory_mb=8192)
+    controller = Controller(store, lambda host: fake, backend_for, Hooks([], None), SystemClock(),
+                            Settings(monitor_interval=3600))
+    manager = Manager(store, backend_for, datastore_paths=PathPolicy([str(tmp_path)]),
+                      import_paths=PathPolicy([str(tmp_path)]), backend_types=registry.TYPES)
+    for name in ("images", "system"):
+        (tmp_path / name).mkdir()
+    manager.hosts.create(SYSTEM, "hv01", driver="fake")
+    images = manager.datastores.create(SYSTEM, "images", str(tmp_path / "images"), kind="image", backend="iscsi",
+                                       params=params)
+    manager.datastores.create(SYSTEM, "system", str(tmp_path / "system"), backend="iscsi", params=params)
+    image = manager.images.create(SYSTEM, "blank", images.id, size_mb=8, public=True)
+    controller.monitor_hosts(force=True)
+    vm = manager.vms.create(SYSTEM, VmSpec("db", cpu=0.1, memory=64, disks=[image.id]))[0]
+
+    def settle(state):
+        for _ in range(50):
+            if manager.vms.get(SYSTEM, vm.id).state == state:
+                return
+            controller.run_once()
+        raise AssertionError(f"VM {vm.id} is {manager.vms.get(SYSTEM, vm.id).state}, not {state}")
+    settle("RUNNING")
+    disk = manager.vms.get(SYSTEM, vm.id).disks[0]["path"]
+    name = IscsiBackend(LocalRunner(), IQN, tgt.portal, control_port=tgt.control_port).target_name(disk)
+    manager.vms.action(SYSTEM, vm.id, "poweroff")
+    settle("POWEROFF")
+    lab.down(tgt.directory)
+    restarted = lab.up(tgt.directory)  # a tgtd without targets, on the same channel and portal
+    fresh = IscsiBackend(LocalRunner(), IQN, restarted.portal, control_port=restarted.control_port)
+    assert name not in fresh.targets()
+    manager.vms.action(SYSTEM, vm.id, "resume")
+    settle("RUNNING")
+    assert fresh.targets()[name]["acl"] == [f"{IQN}:host.hv01"]
