@@ -20,6 +20,7 @@ import typer.main
 from typer.core import TyperGroup
 
 from appliance import cli_manager, __version__
+from appliance.cli_cache import cache_app
 from appliance.cli_serve import serve
 from appliance.output import run_action
 from appliance.core.reports import Report, ReportError
@@ -57,6 +58,7 @@ app = typer.Typer(cls=_Root, no_args_is_help=True, pretty_exceptions_enable=Fals
                   help="Turn two servers into a highly available cloud frontend, and run it.")
 secrets_app = typer.Typer(no_args_is_help=True, help="Site secrets (mode 0600 file or APPLIANCE_SECRET_* variables).")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(cache_app, name="cache")
 
 InventoryOpt = typer.Option(..., "--inventory", "-i", help="The site inventory (TOML).", dir_okay=False)
 SecretsOpt = typer.Option(None, "--secrets", help="Secrets file (default: the inventory's secrets_file).",
