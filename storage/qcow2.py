@@ -159,10 +159,22 @@ class Qcow2Backend(DirectoryLayout):
     suffix = "qcow2"
     verbs = frozenset(VERBS)
 
-    def __init__(self, runner: Runner, info_timeout: float = INFO_TIMEOUT, convert_timeout: float = CONVERT_TIMEOUT):
+    def __init__(self, runner: Runner, info_timeout: float = INFO_TIMEOUT, convert_timeout: float = CONVERT_TIMEOUT,
+                 cache_mb: int = 0, cache_dir: str = "", host_runner: Callable[[str], Runner] | None = None):
         super().__init__(runner)
         self.info_timeout = info_timeout
         self.convert_timeout = convert_timeout
+        # cache_mb > 0: a VM reads its image through its host's SSD cache (storage/cachehost.py).
+        self.cache_mb, self.cache_dir = cache_mb, cache_dir
+        self.host_runner = host_runner or (lambda host: self.runner)
+
+    def _cache(self, host: str):
+        from appliance.storage.cachehost import DEFAULT_DIR, CacheHost
+        return CacheHost(self.host_runner(host), self.cache_dir or DEFAULT_DIR, self.cache_mb)
+
+    def _cached_backing(self, image: str) -> str:
+        from appliance.storage.cachehost import DEFAULT_DIR, uri
+        return uri(self.cache_dir or DEFAULT_DIR, image)
 
     def _into_place(self, build: list[str], tmp: str, target: str, timeout: float | None = None) -> None:
         self._run(["mkdir", "-p", target.rsplit("/", 1)[0]])
@@ -181,11 +193,23 @@ class Qcow2Backend(DirectoryLayout):
 
     def clone(self, image: str, disk: str, host: str = "") -> None:
         tmp = f"{disk}.tmp"
-        self._into_place(overlay_cmd(image, tmp), tmp, disk)
+        if not self.cache_mb:
+            self._into_place(overlay_cmd(image, tmp), tmp, disk)
+            return
+        # Through the cache: the overlay's backing file is the image as the host's nbdkit serves it.
+        # -u: the backing is a socket on the VM's host, not here; the size comes from the image.
+        size = self.virtual_size_mb(image, timeout=self.info_timeout)
+        backing = self._cache(host).ensure(image)
+        self._run(["mkdir", "-p", "--", disk.rsplit("/", 1)[0]])
+        # Which image the overlay reads, for premigrate on another host (the URI names only a socket).
+        self._run(["sh", "-c", 'printf %s "$1" > "$2.new" && mv -f "$2.new" "$2"', "-", image, f"{disk}.image"])
+        self._into_place(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-u", "-b", backing, tmp,
+                          f"{size}M"], tmp, disk)
 
     def verify(self, disk: str, image: str) -> bool:
         info = self.info(disk)
-        return info is not None and info.get("backing-filename") == image
+        backing = info.get("backing-filename") if info is not None else None
+        return backing == image or (bool(self.cache_mb) and backing == self._cached_backing(image))
 
     # -- import ----------------------------------------------------------------------------------------
     def _require_regular_file(self, path: str, what: str) -> None:
@@ -273,7 +297,12 @@ class Qcow2Backend(DirectoryLayout):
         self._run(resize_cmd(disk, size_mb))
 
     def premigrate(self, disk: str, source_host: str, target_host: str) -> None:
-        pass  # shared directory: the target already sees the disk
+        # Shared directory: the target already sees the disk; through the cache, its image must be
+        # served on the target too (at the same socket path) before the VM moves.
+        if self.cache_mb:
+            image = self._run(["cat", "--", f"{disk}.image"]).strip()
+            if image:
+                self._cache(target_host).ensure(image)
 
     def postmigrate(self, disk: str, source_host: str, target_host: str) -> None:
         pass

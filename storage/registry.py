@@ -16,7 +16,7 @@ _PATH = r"(?!.*(^|/)\.\.?(/|$))/[A-Za-z0-9._/+-]{1,1023}"  # absolute, no . or .
 
 def _qcow2(runner: Runner, path: str, params: dict[str, Any]) -> Backend:
     from appliance.storage.qcow2 import Qcow2Backend
-    return Qcow2Backend(runner)
+    return Qcow2Backend(runner, cache_mb=params.get("cache_mb", 0), cache_dir=params.get("cache_dir", ""))
 
 
 def _moosefs(runner: Runner, path: str, params: dict[str, Any]) -> Backend:
@@ -63,8 +63,13 @@ _PREFIX = Param("prefix", default="one-", pattern=r"[a-z0-9][a-z0-9-]{0,31}",
                 help="name prefix of this datastore's volumes (two datastores may share a VG or a target name space)")
 
 TYPES: dict[str, BackendType] = {t.name: t for t in (
-    BackendType("qcow2", "qcow2 overlays on a directory every host mounts (NFS or local)", (),
-                frozenset(VERBS), _qcow2),
+    BackendType("qcow2", "qcow2 overlays on a directory every host mounts (NFS or local)", (
+        Param("cache_mb", "int", default=0, minimum=0, maximum=16 * 1024 * 1024,
+              help="an SSD cache of this many MiB per image on each host, that VMs read their image through "
+                   "(0: none)"),
+        Param("cache_dir", pattern=r"(?!.*(^|/)\.\.?(/|$))/[A-Za-z0-9._/+-]{1,80}",
+              help="where each host keeps its SSD cache (default /var/cache/appliance/ssd)"),
+    ), frozenset(VERBS), _qcow2),
     BackendType("dummy", "descriptors only, no data: for tests and demos", (
         Param("size_mb", "int", default=1024 * 1024, minimum=1, maximum=64 * 1024 * 1024,
               help="the capacity it reports"),

@@ -177,17 +177,28 @@ def _manager(work: Path, hypervisor, datastores: Path):
     return manager, controller
 
 
-@pytest.mark.parametrize("name", BOOTED)
-def test_a_vm_on_each_backend_runs_with_its_disk_opened_by_qemu(name, embedded, tmp_path, request):
+@pytest.mark.parametrize("variant", BOOTED + ["qcow2+cache"])
+def test_a_vm_on_each_backend_runs_with_its_disk_opened_by_qemu(variant, embedded, tmp_path, request):
+    """qcow2+cache: the VM's overlay reads its image through the host's SSD cache (nbdkit)."""
     import libvirt_qemu
 
     uri, conn = embedded
+    name, cached = variant.split("+")[0], variant.endswith("+cache")
     fixture = {"rbd": "ceph_cluster", "iscsi": "tgt_target", "moosefs": "moosefs_cluster"}.get(name)
     if fixture:
         request.getfixturevalue(fixture)
     else:
         require_tool(*CASES[name].needs)
     params = backend_params(request, name)
+    if cached:
+        require_tool("nbdkit")
+        cache_dir = tempfile.mkdtemp(prefix="apl-c-", dir="/tmp")  # short: a socket lives there
+
+        def stop_caches():
+            subprocess.run(["sh", "-c", f"for p in {cache_dir}/*.pid; do [ -f $p ] && kill $(cat $p); done; true"])
+            shutil.rmtree(cache_dir, ignore_errors=True)
+        request.addfinalizer(stop_caches)
+        params = {**params, "cache_mb": 16, "cache_dir": cache_dir}
     work = tmp_path / "work"
     work.mkdir()
     base = Path(_datastore(name, tmp_path / "ds", request))  # for moosefs: in the MooseFS mount
@@ -228,6 +239,9 @@ def test_a_vm_on_each_backend_runs_with_its_disk_opened_by_qemu(name, embedded, 
     expected = {"rbd": lambda: f"{params['prefix']}vm-{vm.id}-disk-0",
                 "iscsi": lambda: f"vm-{vm.id}-disk-0"}.get(name, lambda: str(paths["system"]))()
     assert expected in described, described  # qemu opened this VM's own disk, through its source
+    if cached:  # and its image through the host's cache
+        backing = inserted["image"]["backing-image"]["filename"]  # qemu's spelling: nbd+unix://?socket=...
+        assert backing.startswith("nbd+unix:") and f"socket={cache_dir}/" in backing, backing
     disk = got.disks[0]["path"]
     backend = controller.backend_for(manager.datastores.get(SYSTEM, got.datastore_id))
     assert backend.verify(disk, image.path)
@@ -239,3 +253,7 @@ def test_a_vm_on_each_backend_runs_with_its_disk_opened_by_qemu(name, embedded, 
     assert manager.vms.get(SYSTEM, vm.id).state == "DONE"
     assert not [d for d in conn.listAllDomains() if d.isActive()] and not hypervisor.domains()
     assert not backend.verify(disk, image.path) and backend.vm_ids_with_disks(str(paths["system"])) == []
+    if cached:  # qemu's reads of the image (the firmware reads the boot sector) went through the cache
+        from appliance.runner.local import LocalRunner as Local
+        from appliance.storage.cachehost import CacheHost
+        assert CacheHost(Local(), cache_dir).stats(image.path).get("misses", 0) > 0
