@@ -261,8 +261,13 @@ class Controller:
 
     def _boot(self, vm: VM) -> None:
         host, _, _ = self._context(vm)
-        # Each boot asks the backends again how the host opens the disks: that (idempotently) exports
-        # an iSCSI target a tgtd restart forgot, or activates an LV a host reboot left inactive.
+        # Each boot gives the host its disks alone (an iSCSI target's ACL: a host the VM ran on before
+        # loses access) and asks the backends again how the host opens them: that (idempotently)
+        # exports a target a tgtd restart forgot, or activates an LV a host reboot left inactive.
+        for disk, backend in self._disk_backends(vm):
+            attach = getattr(backend, "attach", None)
+            if attach is not None:
+                attach(disk["path"], host.name)
         self.hypervisor_for(host).ensure_running(self.domain_spec(vm, for_host=host.name))
 
     def _shutdown(self, vm: VM) -> None:

@@ -23,8 +23,8 @@ from appliance.storage.qcow2 import CONVERT_TIMEOUT, Qcow2Backend, convert_cmd
 
 IQN = re.compile(r"iqn\.[0-9]{4}-[0-9]{2}\.[a-z0-9.-]{1,200}")
 HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}")
-_IMAGE = re.compile(r"/images/([0-9]+)\.raw")
-_DISK = re.compile(r"/vms/([0-9]+)/disk\.([0-9]+)\.raw")
+_IMAGE = re.compile(r"/images/(0|[1-9][0-9]*)\.raw")  # canonical numbers: 01 would alias 1
+_DISK = re.compile(r"/vms/(0|[1-9][0-9]*)/disk\.(0|[1-9][0-9]*)\.raw")
 _EXPORT_LOCK = threading.Lock()  # tid allocation: show, then new with the next free tid
 
 
@@ -115,8 +115,9 @@ class IscsiBackend(Qcow2Backend):
     def targets(self) -> dict[str, dict]:
         return parse_show(self._run(show_cmd(self.control_port), timeout=60))
 
-    def export(self, path: str, host: str) -> str:
-        """Export `path` as its target with `host` in its ACL (idempotent); returns the target name."""
+    def export(self, path: str, host: str, exclusive: bool = False) -> str:
+        """Export `path` as its target with `host` in its ACL (idempotent); returns the target name.
+        exclusive: `host` alone (a boot: the VM runs nowhere else, so no other host keeps access)."""
         name, initiator = self.target_name(path), self.initiator(host)
         with _EXPORT_LOCK:
             targets = self.targets()
@@ -133,32 +134,59 @@ class IscsiBackend(Qcow2Backend):
                 self._run(new_lun_cmd(self.control_port, target["tid"], path))
             if initiator not in target["acl"]:
                 self._run(bind_cmd(self.control_port, target["tid"], initiator))
+            for other in target["acl"] if exclusive else ():
+                if other != initiator:
+                    self._run(bind_cmd(self.control_port, target["tid"], other, bind=False))
         return name
 
-    def _unexport(self, names: Callable[[str], bool]) -> None:
+    def attach(self, disk: str, host: str) -> None:
+        """The VM boots on `host`: its disk's target admits that host alone (a host it ran on before,
+        or the target of a migration that failed, loses its access)."""
+        self.export(disk, host, exclusive=True)
+
+    def _unexport(self, names: Callable[[str], bool], files: Callable[[str], bool]) -> None:
+        """Delete the targets with a matching name that export one of this datastore's files: a
+        target named like ours but exporting something else (another datastore with the same IQN
+        and prefix, an operator's) is left alone."""
         with _EXPORT_LOCK:
             for name, target in sorted(self.targets().items()):
-                if names(name):
+                if names(name) and files(target["backing"]):
                     self._run(delete_target_cmd(self.control_port, target["tid"]))
 
     def _vm_targets(self, vm_id: int) -> Callable[[str], bool]:
-        pattern = re.compile(re.escape(f"{self.iqn}:{self.prefix}vm-{int(vm_id)}-disk-") + r"[0-9]+")
+        pattern = re.compile(re.escape(f"{self.iqn}:{self.prefix}vm-{int(vm_id)}-disk-") + r"(0|[1-9][0-9]*)")
         return lambda name: bool(pattern.fullmatch(name))
+
+    @staticmethod
+    def _vm_files(datastore_path: str, vm_id: int) -> Callable[[str], bool]:
+        pattern = re.compile(re.escape(f"{datastore_path}/vms/{int(vm_id)}/") + r"disk\.(0|[1-9][0-9]*)\.raw")
+        return lambda backing: bool(pattern.fullmatch(backing))
 
     # -- verbs -------------------------------------------------------------------------------------
     def clone(self, image: str, disk: str, host: str = "") -> None:
+        """A copy written as .tmp and renamed into place; an existing disk is never replaced (it may
+        be a VM's data: a copy keeps no link to its image, so verify cannot prove it is a clone)."""
         self.refuse("clone")
         self.target_name(disk)
         if not self.runner.run(["test", "-f", image], check=False).ok:
             raise DriverError(f"image {image} does not exist")
+        if self.runner.run(["test", "-e", disk], check=False).ok:
+            raise DriverError(f"{disk} exists already: it is left as it is (move it away if it is not a VM's data)")
         tmp = f"{disk}.tmp"
-        self._into_place(["cp", "--reflink=auto", "--sparse=always", "--", image, tmp], tmp, disk,
-                         timeout=self.convert_timeout)
+        self._run(["mkdir", "-p", "--", disk.rsplit("/", 1)[0]])
+        try:
+            self._run(["cp", "--reflink=auto", "--sparse=always", "--", image, tmp], timeout=self.convert_timeout)
+            self._run(["mv", "--no-clobber", "--no-target-directory", "--", tmp, disk])
+        finally:
+            self.runner.run(["rm", "-f", "--", tmp], check=False)  # mv -n leaves it when the disk appeared
 
     def verify(self, disk: str, image: str) -> bool:
-        """A copy keeps no link to its image: the disk exists and has the image's size."""
+        """A copy keeps no link to its image: the disk exists and is at least the image's size (a
+        disk only grows: resize refuses to shrink)."""
         sizes = [self.runner.run(["stat", "-L", "--format=%s", "--", p], check=False) for p in (disk, image)]
-        return all(r.ok for r in sizes) and sizes[0].stdout.strip() == sizes[1].stdout.strip()
+        if not all(r.ok and r.stdout.strip().isdigit() for r in sizes):
+            return False
+        return int(sizes[0].stdout) >= int(sizes[1].stdout)
 
     def import_image(self, source: str, target: str, allowed: Callable[[str], bool] = lambda path: True) -> int:
         self.refuse("import")
@@ -196,17 +224,17 @@ class IscsiBackend(Qcow2Backend):
     def delete_image(self, path: str) -> None:
         self.refuse("delete")
         name = self.target_name(path)
-        self._unexport(lambda n: n == name)
+        self._unexport(lambda n: n == name, lambda backing: backing == path)
         self._run(["rm", "-f", "--", path])
 
     def delete_vm_disks(self, datastore_path: str, vm_id: int) -> None:
-        self._unexport(self._vm_targets(vm_id))
+        self._unexport(self._vm_targets(vm_id), self._vm_files(datastore_path, vm_id))
         super().delete_vm_disks(datastore_path, vm_id)
 
     def quarantine_vm_disks(self, datastore_path: str, vm_id: int, stamp: str) -> str:
         # A target keeps its file open: unexport first, or it would go on serving the moved file.
         if isinstance(vm_id, int) and not isinstance(vm_id, bool) and vm_id >= 0:
-            self._unexport(self._vm_targets(vm_id))
+            self._unexport(self._vm_targets(vm_id), self._vm_files(datastore_path, vm_id))
         return super().quarantine_vm_disks(datastore_path, vm_id, stamp)
 
     def snapshots(self, disk: str) -> list[str]:

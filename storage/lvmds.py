@@ -113,9 +113,10 @@ class LvmBackend(BackendBase):
         self.host_runner = host_runner or (lambda host: self.runner)
         self.driver_loaded, self.timeout = driver_loaded, timeout
         p = re.escape(prefix)
-        self._image = re.compile(p + r"img-([0-9]+)")
-        self._vm_disk = re.compile(p + r"vm-([0-9]+)-disk-([0-9]+)")
-        self._quarantined = re.compile(p + r"q-([0-9]+)-([0-9]{8}T[0-9]{6}Z)-disk-([0-9]+)")
+        n = r"(0|[1-9][0-9]*)"  # canonical numbers only: vm-01 would alias VM 1
+        self._image = re.compile(p + rf"img-{n}")
+        self._vm_disk = re.compile(p + rf"vm-{n}-disk-{n}")
+        self._quarantined = re.compile(p + rf"q-{n}-([0-9]{{8}}T[0-9]{{6}}Z)-disk-{n}")
 
     # -- running -------------------------------------------------------------------------------------
     def _run(self, argv: list[str], runner: Runner | None = None, timeout: float | None = None) -> str:

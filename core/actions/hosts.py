@@ -24,6 +24,12 @@ class Hosts:
         with self.env.store.transaction() as tx:
             if cluster_id is not None:
                 self.env.store.clusters.require(tx, cluster_id)
+            # Host names name things on the SAN too (an iSCSI initiator, IQN:host.<name>, in lower
+            # case as IQNs are): two hosts whose names differ only in case would log in as each other.
+            clash = tx.execute("SELECT name FROM hosts WHERE lower(name) = lower(?)", (name,)).one()
+            if clash is not None:
+                raise CoreError("NAME_TAKEN", f"a host named {clash[0]!r} exists (host names are compared "
+                                "without case)", name=name)
             host = self.env.store.hosts.insert(tx, Host(
                 name=values.name(name), driver=driver, uri=uri, cluster_id=cluster_id,
                 attributes=dict(attributes or {}), owner_id=actor.user_id, group_id=actor.group_id))

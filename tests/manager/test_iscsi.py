@@ -205,3 +205,50 @@ def test_a_vm_resumed_after_a_tgtd_restart_gets_its_target_back(tgt, tmp_path):
     manager.vms.action(SYSTEM, vm.id, "resume")
     settle("RUNNING")
     assert fresh.targets()[name]["acl"] == [f"{IQN}:host.hv01"]
+    # A host that kept access (it ran the VM before, or a migration to it failed) loses it at the next boot.
+    fresh._run(iscsi.bind_cmd(restarted.control_port, fresh.targets()[name]["tid"], f"{IQN}:host.hv09"))
+    manager.vms.action(SYSTEM, vm.id, "poweroff")
+    settle("POWEROFF")
+    manager.vms.action(SYSTEM, vm.id, "resume")
+    settle("RUNNING")
+    assert fresh.targets()[name]["acl"] == [f"{IQN}:host.hv01"]
+
+
+def test_a_target_named_like_ours_exporting_another_file_is_left_alone(tgt, tmp_path):
+    """Another datastore with the same IQN and prefix, or an operator, may export a file under one
+    of our target names: deleting our VM's disks deletes only targets that export our files."""
+    b, ds = _backend(tgt, tmp_path)
+    other = tmp_path / "other" / "vms" / "1"
+    other.mkdir(parents=True)
+    (other / "disk.0.raw").write_bytes(bytes(1024 * 1024))
+    foreign = IscsiBackend(LocalRunner(), IQN, tgt.portal, control_port=tgt.control_port)
+    foreign.disk_source(str(other / "disk.0.raw"), "hv01")
+    b.delete_vm_disks(ds, 1)
+    assert f"{IQN}:one-vm-1-disk-0" in b.targets()
+    assert (other / "disk.0.raw").exists()
+
+
+def test_a_clone_never_replaces_an_existing_disk_and_a_grown_disk_still_verifies(tgt, tmp_path):
+    b, ds = _backend(tgt, tmp_path)
+    image, disk = b.image_path(ds, 1), b.disk_path(ds, 2, 0)
+    b.create_image(image, 8)
+    b.clone(image, disk, host="hv01")
+    with open(disk, "r+b") as f:
+        f.write(b"USERDATA")
+    b.resize(disk, 16)
+    assert b.verify(disk, image)  # a grown disk is still this image's clone: no new PROLOG copy
+    with pytest.raises(DriverError, match="exists already"):
+        b.clone(image, disk, host="hv01")
+    with open(disk, "rb") as f:
+        assert f.read(8) == b"USERDATA"
+
+
+def test_host_names_that_differ_only_in_case_are_refused(world):
+    """They would share one iSCSI initiator name (IQN:host.<name>, lower case) and log in as each other."""
+    from appliance.core.authz import SYSTEM
+    from appliance.core.errors import CoreError
+
+    world.manager.hosts.create(SYSTEM, "node1", driver="fake")
+    with pytest.raises(CoreError) as taken:
+        world.manager.hosts.create(SYSTEM, "Node1", driver="fake")
+    assert taken.value.code == "NAME_TAKEN"
