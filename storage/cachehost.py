@@ -38,7 +38,7 @@ def paths(cache_dir: str, image: str) -> dict[str, str]:
     if not _DIR.fullmatch(cache_dir):
         raise DriverError(f"cache directory {cache_dir!r} must be an absolute plain path")
     base = f"{cache_dir}/{key(image)}"
-    return {s: f"{base}.{s}" for s in ("sock", "cache", "pid", "log", "id")} | {"state": f"{base}.state.json"}
+    return {s: f"{base}.{s}" for s in ("sock", "cache", "pid", "log", "id", "trace")} | {"state": f"{base}.state.json"}
 
 
 def uri(cache_dir: str, image: str) -> str:
@@ -46,20 +46,22 @@ def uri(cache_dir: str, image: str) -> str:
     return f"nbd+unix:///?socket={paths(cache_dir, image)['sock']}"
 
 
-def serve_argv(image: str, cache_dir: str, budget_mb: int, plugin: str) -> list[str]:
+def serve_argv(image: str, cache_dir: str, budget_mb: int, plugin: str, trace: bool = False) -> list[str]:
     """nbdkit in a session of its own (it outlives the command that starts it: a runner may end
     what is left in its session), its errors appended to <key>.log."""
     p = paths(cache_dir, image)
     return ["setsid", "--fork", "sh", "-c", 'exec "$@" 2>>"$0"', p["log"],
             "nbdkit", "--unix", p["sock"], "--pidfile", p["pid"], "python", plugin, f"remote={image}",
-            f"cache={p['cache']}", f"state={p['state']}", f"budget={budget_mb * 1024 * 1024}", "readonly=1"]
+            f"cache={p['cache']}", f"state={p['state']}", f"budget={budget_mb * 1024 * 1024}", "readonly=1",
+            *([f"trace={p['trace']}"] if trace else [])]
 
 
 class CacheHost:
     """The cache services of one host (its runner)."""
 
-    def __init__(self, runner: Runner, cache_dir: str = DEFAULT_DIR, budget_mb: int = 1024, plugin: str = ""):
-        self.runner, self.cache_dir, self.budget_mb = runner, cache_dir, budget_mb
+    def __init__(self, runner: Runner, cache_dir: str = DEFAULT_DIR, budget_mb: int = 1024, plugin: str = "",
+                 trace: bool = False):
+        self.runner, self.cache_dir, self.budget_mb, self.trace = runner, cache_dir, budget_mb, trace
         self.plugin = plugin or plugin_path()
 
     def _alive(self, image: str) -> bool:
@@ -84,7 +86,7 @@ class CacheHost:
             # second server off the same cache whatever happens to these files.
             self.runner.run(["sh", "-c", f"stat -L -c %d:%i -- {shlex.quote(image)} > {shlex.quote(p['id'])}"],
                             timeout=10)
-            result = self.runner.run(serve_argv(image, self.cache_dir, self.budget_mb, self.plugin), check=False,
+            result = self.runner.run(serve_argv(image, self.cache_dir, self.budget_mb, self.plugin, self.trace), check=False,
                                      timeout=10)
             sock, log = shlex.quote(p["sock"]), shlex.quote(p["log"])
             running = shlex.quote(f"[n]bdkit --unix {p['sock']}")  # [n]: never this script's own command line

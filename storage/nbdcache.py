@@ -27,6 +27,7 @@ import json
 import os
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cachepolicy import CacheStateError, LfuAging  # noqa: E402  (a sibling file: see above)
@@ -43,7 +44,7 @@ def _stat_key(fd: int) -> dict:
 
 class BlockCache:
     def __init__(self, remote: str, cache: str, state: str, budget: int, block: int = DEFAULT_BLOCK,
-                 log=lambda message: None, readonly: bool = False):
+                 log=lambda message: None, readonly: bool = False, trace: str = ""):
         if block < 4096 or block & (block - 1):
             raise ValueError(f"block={block}: a power of two of at least 4096 bytes")
         if budget < block:
@@ -68,6 +69,14 @@ class BlockCache:
         self._found_size = st.st_size
         os.ftruncate(self.cache_fd, self.slots * block)  # the budget, whatever was there before
         self.lock = threading.Lock()
+        # trace: append every block access to this file in `appliance cache analyze`'s own format
+        # (storage/traces.py), to size the cache from what the VMs really read.
+        self.trace = None
+        if trace:
+            new = not os.path.exists(trace) or os.path.getsize(trace) == 0
+            self.trace = io.open(os.open(trace, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a", buffering=1 << 16)
+            if new:
+                self.trace.write(f"# appliance-cache-log v1 block_size={block}\n")
         self.bytes_from_cache = self.bytes_from_remote = 0
         self.map: dict[int, int] = {}
         self.policy = LfuAging(self.slots)
@@ -139,6 +148,8 @@ class BlockCache:
 
     def save(self) -> None:
         """The whole state, marked clean: the cache file's slots hold what the map says."""
+        if self.trace is not None:
+            self.trace.flush()
         os.fsync(self.cache_fd)
         if not self.readonly:
             os.fsync(self.remote_fd)
@@ -157,6 +168,8 @@ class BlockCache:
         return data + bytes(self.block - len(data))  # the last block of a disk may be short
 
     def _read_block(self, number: int) -> bytes:
+        if self.trace is not None:
+            self.trace.write(f"{time.time():.3f} r {number}\n")
         outcome = self.policy.request(number)
         if outcome.hit:
             self.bytes_from_cache += self.block
@@ -202,6 +215,8 @@ class BlockCache:
             while position < offset + len(data):
                 number, inner = divmod(position, self.block)
                 take = min(self.block - inner, offset + len(data) - position)
+                if self.trace is not None:
+                    self.trace.write(f"{time.time():.3f} w {number}\n")
                 slot = self.map.get(number)
                 if slot is not None:
                     self._changing()
@@ -216,6 +231,8 @@ class BlockCache:
     def close(self) -> None:
         with self.lock:
             self.save()
+            if self.trace is not None:
+                self.trace.close()
             os.close(self.cache_fd)
             os.close(self.remote_fd)
 
@@ -232,9 +249,9 @@ def thread_model():
 
 
 def config(key, value):
-    if key not in ("remote", "cache", "state", "budget", "block", "readonly"):
-        raise RuntimeError(f"unknown parameter {key}: remote=, cache=, state=, budget=, block= and readonly= are "
-                           "known")
+    if key not in ("remote", "cache", "state", "budget", "block", "readonly", "trace"):
+        raise RuntimeError(f"unknown parameter {key}: remote=, cache=, state=, budget=, block=, readonly= and "
+                           "trace= are known")
     _CONFIG[key] = value
 
 
@@ -245,7 +262,7 @@ def config_complete():
         raise RuntimeError(f"missing parameter(s): {', '.join(missing)}")
     _CACHE.append(BlockCache(_CONFIG["remote"], _CONFIG["cache"], _CONFIG["state"], int(_CONFIG["budget"]),
                              int(_CONFIG.get("block", DEFAULT_BLOCK)), log=nbdkit.debug,
-                             readonly=_CONFIG.get("readonly", "0") == "1"))
+                             readonly=_CONFIG.get("readonly", "0") == "1", trace=_CONFIG.get("trace", "")))
 
 
 def unload():

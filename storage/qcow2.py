@@ -160,17 +160,18 @@ class Qcow2Backend(DirectoryLayout):
     verbs = frozenset(VERBS)
 
     def __init__(self, runner: Runner, info_timeout: float = INFO_TIMEOUT, convert_timeout: float = CONVERT_TIMEOUT,
-                 cache_mb: int = 0, cache_dir: str = "", host_runner: Callable[[str], Runner] | None = None):
+                 cache_mb: int = 0, cache_dir: str = "", host_runner: Callable[[str], Runner] | None = None,
+                 cache_trace: bool = False):
         super().__init__(runner)
         self.info_timeout = info_timeout
         self.convert_timeout = convert_timeout
         # cache_mb > 0: a VM reads its image through its host's SSD cache (storage/cachehost.py).
-        self.cache_mb, self.cache_dir = cache_mb, cache_dir
+        self.cache_mb, self.cache_dir, self.cache_trace = cache_mb, cache_dir, cache_trace
         self.host_runner = host_runner or (lambda host: self.runner)
 
     def _cache(self, host: str):
         from appliance.storage.cachehost import DEFAULT_DIR, CacheHost
-        return CacheHost(self.host_runner(host), self.cache_dir or DEFAULT_DIR, self.cache_mb)
+        return CacheHost(self.host_runner(host), self.cache_dir or DEFAULT_DIR, self.cache_mb, trace=self.cache_trace)
 
     def _cached_backing(self, image: str) -> str:
         from appliance.storage.cachehost import DEFAULT_DIR, uri

@@ -16,7 +16,8 @@ _PATH = r"(?!.*(^|/)\.\.?(/|$))/[A-Za-z0-9._/+-]{1,1023}"  # absolute, no . or .
 
 def _qcow2(runner: Runner, path: str, params: dict[str, Any]) -> Backend:
     from appliance.storage.qcow2 import Qcow2Backend
-    return Qcow2Backend(runner, cache_mb=params.get("cache_mb", 0), cache_dir=params.get("cache_dir", ""))
+    return Qcow2Backend(runner, cache_mb=params.get("cache_mb", 0), cache_dir=params.get("cache_dir", ""),
+                        cache_trace=params.get("cache_trace", False))
 
 
 def _moosefs(runner: Runner, path: str, params: dict[str, Any]) -> Backend:
@@ -69,6 +70,9 @@ TYPES: dict[str, BackendType] = {t.name: t for t in (
                    "(0: none)"),
         Param("cache_dir", pattern=r"(?!.*(^|/)\.\.?(/|$))/[A-Za-z0-9._/+-]{1,80}",
               help="where each host keeps its SSD cache (default /var/cache/appliance/ssd)"),
+        Param("cache_trace", "bool", default=False,
+              help="each host logs every block its cache serves (<cache_dir>/img-*.trace), for `appliance cache "
+                   "analyze`"),
     ), frozenset(VERBS), _qcow2),
     BackendType("dummy", "descriptors only, no data: for tests and demos", (
         Param("size_mb", "int", default=1024 * 1024, minimum=1, maximum=64 * 1024 * 1024,

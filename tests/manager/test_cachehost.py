@@ -57,7 +57,7 @@ def test_vm_disks_read_their_image_through_the_hosts_cache(tmp_path, cache_dir):
     require_tool("nbdkit", "qemu-img", "qemu-io")
     ds = tmp_path / "ds"
     image = _image(ds)
-    backend = Qcow2Backend(LocalRunner(), cache_mb=16, cache_dir=cache_dir)
+    backend = Qcow2Backend(LocalRunner(), cache_mb=16, cache_dir=cache_dir, cache_trace=True)
     first, second = backend.disk_path(str(ds), 1, 0), backend.disk_path(str(ds), 2, 0)
     backend.clone(image, first, host="hv01")
     backend.clone(image, second, host="hv01")
@@ -75,6 +75,9 @@ def test_vm_disks_read_their_image_through_the_hosts_cache(tmp_path, cache_dir):
     stats = CacheHost(LocalRunner(), cache_dir).stats(image)
     assert stats["hits"] > 0 and stats["misses"] > 0 and stats["bytes_from_cache"] >= 8 * 1024 ** 2
     assert stats["cached_blocks"] * stats["block"] <= 16 * 1024 ** 2  # the budget
+    from appliance.storage.traces import read_trace
+    trace = read_trace(Path(cachehost.paths(cache_dir, image)["trace"]))  # cache_trace: the access log
+    assert trace.format == "own" and len(trace.blocks) == stats["hits"] + stats["misses"]
 
 
 def test_a_migration_starts_the_image_service_on_the_target_first(tmp_path, cache_dir):

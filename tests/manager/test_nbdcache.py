@@ -194,3 +194,22 @@ def test_one_server_per_cache_file_and_a_readonly_image_is_never_written(tmp_pat
     assert (tmp_path / "remote.raw").read_bytes() == data
     first.close()
     _cache(tmp_path, 4).close()  # free again once the first has gone
+
+
+def test_the_caches_own_access_log_sizes_it_with_cache_analyze(tmp_path):
+    """trace=FILE: every access in the own format `appliance cache analyze` reads."""
+    from appliance.storage.traces import read_trace
+
+    _remote(tmp_path / "remote.raw", 32)
+    cache = _cache(tmp_path, 8, trace=str(tmp_path / "access.log"))
+    reads = [n % 6 for n in range(30)] + list(range(32))
+    for n in reads:
+        cache.pread(BLOCK, n * BLOCK)
+    cache.pwrite(b"W" * 10, 3 * BLOCK)
+    cache.close()
+    log = (tmp_path / "access.log").read_text().splitlines()
+    assert log[0] == f"# appliance-cache-log v1 block_size={BLOCK}" and log[-1].endswith(" w 3")
+    trace = read_trace(tmp_path / "access.log")
+    assert trace.format == "own" and trace.block_size == BLOCK and list(trace.blocks) == reads + [3]
+    assert list(read_trace(tmp_path / "access.log", reads_only=True).blocks) == reads
+    assert oct(os.stat(tmp_path / "access.log").st_mode & 0o777) == "0o600"
