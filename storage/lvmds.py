@@ -27,7 +27,7 @@ from appliance.storage.base import BackendBase
 from appliance.storage.layout import TIMED_OUT, check_stamp
 from appliance.storage.qcow2 import CONVERT_TIMEOUT, Qcow2Backend, convert_cmd
 
-VG = re.compile(r"[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}")  # lvm's own rule, minus a leading '-'
+VG = re.compile(r"(?!\.\.?$)[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}")  # lvm's own rule: no leading '-', not . or ..
 LOCK_WAIT = 120  # s: a metadata command waits this long for another one on the frontend
 METADATA_TIMEOUT = 180.0  # s: one lvm command, including the lock wait
 

@@ -60,6 +60,9 @@ def _iscsi(runner: Runner, path: str, params: dict[str, Any]) -> Backend:
                         prefix=params["prefix"])
 
 
+_LVM_NAME = r"(?!\.\.?$)[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}"  # lvm's rule: no leading '-', not . or ..
+_PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_PORTAL = r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}:" + _PORT  # host:port; a leading '-' would read as an option
 _PREFIX = Param("prefix", default="one-", pattern=r"[a-z0-9][a-z0-9-]{0,31}",
                 help="name prefix of this datastore's volumes (two datastores may share a VG or a target name space)")
 
@@ -101,9 +104,9 @@ TYPES: dict[str, BackendType] = {t.name: t for t in (
         # a false conflict (another cluster, same pool and prefix) costs only another prefix.
         claim=lambda params: f"rbd:{params['pool']}/{params['prefix']}"),
     BackendType("lvm", "LVM: image LVs in a volume group (the DRBD disk over AoE), VM disks are snapshot LVs", (
-        Param("vg", required=True, pattern=r"[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}",
+        Param("vg", required=True, pattern=_LVM_NAME,
               help="the volume group, as the frontend sees it", example="one-data"),
-        Param("thin_pool", pattern=r"[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}",
+        Param("thin_pool", pattern=_LVM_NAME,
               help="a thin pool in the VG: thin images and snapshots (default: thick snapshots)"),
         Param("snapshot_pct", "int", default=100, minimum=1, maximum=100,
               help="a thick snapshot's copy-on-write area, in % of its image (a full one breaks the disk)"),
@@ -113,7 +116,7 @@ TYPES: dict[str, BackendType] = {t.name: t for t in (
     BackendType("iscsi", "iSCSI: raw images and disks on the frontend, one tgtd target per disk, ACL per host", (
         Param("iqn", required=True, pattern=r"iqn\.[0-9]{4}-[0-9]{2}\.[a-z0-9.-]{1,200}",
               help="the base of every target and initiator name", example="iqn.2026-12.org.example.cloud"),
-        Param("portal", required=True, pattern=r"[A-Za-z0-9.-]{1,253}:[0-9]{1,5}",
+        Param("portal", required=True, pattern=_PORTAL,
               help="where hosts reach tgtd, host:port", example="10.0.0.10:3260"),
         Param("control_port", "int", default=0, minimum=0, maximum=65535,
               help="tgtd's management channel (tgtadm -C), 0 for the system's tgtd"),

@@ -21,6 +21,8 @@ class Audit:
     def record(self, actor: Actor | None, method: str, path: str, operation: str, status: int, code: str,
                entity: str = "", entity_id: int | None = None) -> None:
         """Write one record; a failure to write is logged, never turned into a failed request."""
+        if entity_id is not None and not 0 <= entity_id < 2 ** 63:
+            entity_id = None  # an id no column can hold (a refused request's): the path still names it
         row: dict[str, Any] = {
             "at": self.env.wall(), "user_id": actor.user_id if actor else None,
             "user_name": (actor.name if actor else "-")[:255], "method": method[:8], "path": path[:512],

@@ -325,6 +325,14 @@ def test_a_huge_body_is_refused_before_anything_reads_it(cloud):
     assert refused.status_code == 413
 
 
+def test_a_refused_request_with_an_id_too_large_for_any_column_is_still_audited(cloud):
+    """The probe's case: the refusal (422) was answered, but its audit row failed (OverflowError)."""
+    answer = cloud["alice"].post("/api/v1/vms/9223372036854775808/disks/0/flatten", json={})
+    assert answer.status_code == 422
+    last = cloud["admin"].get("/api/v1/audit?limit=5000").json()["items"][-1]
+    assert last["path"].startswith("/api/v1/vms/9223372036854775808") and last["status"] == 422
+
+
 def test_control_characters_in_a_path_cannot_forge_audit_lines(cloud):
     cloud["alice"].post("/api/v1/%0a2026-01-01%20root%20DELETE%20/api/v1/users/2%20204")
     last = cloud["admin"].get("/api/v1/audit?limit=5000").json()["items"][-1]

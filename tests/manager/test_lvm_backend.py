@@ -254,3 +254,21 @@ def test_command_lists_match_golden(update_golden):
         golden.parent.mkdir(parents=True, exist_ok=True)
         golden.write_text(text)
     assert text == golden.read_text()
+
+
+@pytest.mark.parametrize("backend,params", [
+    ("lvm", {"vg": ".."}), ("lvm", {"vg": "."}), ("lvm", {"vg": "-one"}), ("lvm", {"vg": "one", "thin_pool": ".."}),
+    ("iscsi", {"iqn": "iqn.2026-12.org.example", "portal": "-h:1"}),
+    ("iscsi", {"iqn": "iqn.2026-12.org.example", "portal": "h:99999"}),
+    ("iscsi", {"iqn": "iqn.2026-12.org.example", "portal": "h:0"}),
+])
+def test_names_lvm_or_tgtd_would_refuse_later_are_refused_at_datastore_create(backend, params):
+    """The probe's cases: `..` as a VG made datastore create fail deep in lvm; a portal with a
+    leading '-' or port 99999 reached the hosts."""
+    from appliance.core.protocols import ParamError
+    from appliance.storage import registry
+
+    with pytest.raises(ParamError):
+        registry.params_for(backend, params)
+    assert registry.params_for("lvm", {"vg": "one-data", "thin_pool": "..pool"})["vg"] == "one-data"
+    assert registry.params_for("iscsi", {"iqn": "iqn.2026-12.org.example", "portal": "10.0.0.1:65535"})
