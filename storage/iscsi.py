@@ -19,6 +19,7 @@ from typing import Callable
 
 from appliance.core.protocols import DiskSource, DriverError
 from appliance.core.runner import Runner
+from appliance.storage.base import BackendBase
 from appliance.storage.qcow2 import CONVERT_TIMEOUT, Qcow2Backend, convert_cmd
 
 IQN = re.compile(r"iqn\.[0-9]{4}-[0-9]{2}\.[a-z0-9.-]{1,200}")
@@ -240,14 +241,10 @@ class IscsiBackend(Qcow2Backend):
     def snapshots(self, disk: str) -> list[str]:
         return []
 
-    def snapshot_create(self, disk: str, name: str) -> None:
-        self.refuse("snap_create")
-
-    def snapshot_revert(self, disk: str, name: str) -> None:
-        self.refuse("snap_revert")
-
-    def snapshot_delete(self, disk: str, name: str) -> None:
-        self.refuse("snap_delete")
+    # A raw file has no snapshots: the base's refusals, not qcow2's qemu-img snapshot.
+    snapshot_create = BackendBase.snapshot_create
+    snapshot_revert = BackendBase.snapshot_revert
+    snapshot_delete = BackendBase.snapshot_delete
 
     def disk_source(self, disk: str, host: str) -> DiskSource:
         """Export `disk` to `host` (idempotent) and say how qemu there opens it."""
