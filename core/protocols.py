@@ -258,6 +258,10 @@ class BackendType:
     # two datastores of one kind may not claim the same, or one's orphan sweep would take the
     # other's disks. (An image and a system datastore may: images and VM disks are named apart.)
     claim: Callable[[dict[str, Any]], str] | None = None
+    # (resource, machine): the one machine that writes a shared resource's metadata (an LVM VG
+    # without lvmlockd: the frontend, or a thin pool's host). Datastores of any kind on one resource
+    # must name the same machine, or two machines would write the VG's metadata at once.
+    writer: Callable[[dict[str, Any]], tuple[str, str]] | None = None
 
 
 def check_params(backend: BackendType, given: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,16 @@ No live migration: neither a dm-snapshot's exception table nor a thin pool's met
 active on two hosts at once, and a live migration needs exactly that; premigrate refuses
 (NOT_SUPPORTED) and the manager refuses before it starts. No disk snapshots either (a snapshot of
 a snapshot LV is not possible with thick LVM).
+
+Activation is explicit only: every LV is made with --setautoactivation n, so a host that sees the
+VG (over AoE, or a frontend whose DRBD turns primary) never activates the datastore's LVs at boot
+or on a udev event; otherwise every hypervisor would hold every snapshot open at once.
+
+A thin pool is the kernel's own metadata, written by whichever machine has the pool active: two
+machines with it active corrupt every thin LV in it (why Proxmox calls LVM-thin local storage).
+A thin datastore therefore names its pool_host: the one machine that runs its metadata changes
+(creating a thin LV needs the pool active) and the only host its VM disks are activated on; a
+clone or an activation for any other host is refused before anything changes.
 """
 from __future__ import annotations
 
@@ -60,8 +70,8 @@ def create_cmd(vg: str, name: str, size_mb: int, tag: str, thin_pool: str = "",
     # -an -Zn without device-mapper: nothing to activate or zero.
     extra = [] if driver_loaded else ["--activate", "n", "--zero", "n"]
     # A thin LV names its VG in --thinpool; a second, positional VG would be an error.
-    return ["lvcreate", *_common(driver_loaded), "--yes", "--name", name, *size, "--addtag", tag, *extra,
-            *([] if thin_pool else [vg])]
+    return ["lvcreate", *_common(driver_loaded), "--yes", "--name", name, *size, "--addtag", tag,
+            "--setautoactivation", "n", *extra, *([] if thin_pool else [vg])]
 
 
 def snapshot_cmd(vg: str, origin: str, name: str, tag: str, cow_mb: int = 0) -> list[str]:
@@ -69,7 +79,8 @@ def snapshot_cmd(vg: str, origin: str, name: str, tag: str, cow_mb: int = 0) -> 
     one with a COW area of cow_mb. --setactivationskip n: a thin snapshot is otherwise skipped by
     every activation, and the host's `lvchange -ay` would silently do nothing."""
     size = ["--size", f"{cow_mb}m"] if cow_mb else ["--setactivationskip", "n"]
-    return ["lvcreate", "--yes", "--snapshot", "--name", name, *size, "--addtag", tag, f"{vg}/{origin}"]
+    return ["lvcreate", "--yes", "--snapshot", "--name", name, *size, "--addtag", tag, "--setautoactivation", "n",
+            f"{vg}/{origin}"]
 
 
 def rename_cmd(vg: str, old: str, new: str, driver_loaded: bool = True) -> list[str]:
@@ -103,14 +114,20 @@ class LvmBackend(BackendBase):
 
     def __init__(self, runner: Runner, vg: str, thin_pool: str = "", snapshot_pct: int = 100,
                  prefix: str = "one-", lock: str = "", host_runner: Callable[[str], Runner] | None = None,
-                 driver_loaded: bool = True, timeout: float = METADATA_TIMEOUT):
+                 driver_loaded: bool = True, timeout: float = METADATA_TIMEOUT, pool_host: str = ""):
         if not VG.fullmatch(vg) or (thin_pool and not VG.fullmatch(thin_pool)):
             raise DriverError(f"volume group {vg!r} / thin pool {thin_pool!r} is not a plain LVM name")
+        if bool(thin_pool) != bool(pool_host):
+            raise DriverError("a thin pool needs its pool_host (the one machine it may be active on), and "
+                              "pool_host means nothing without a thin_pool")
         self.runner, self.vg, self.thin_pool, self.snapshot_pct = runner, vg, thin_pool, snapshot_pct
         self.prefix, self.tag = prefix, f"appliance.{prefix}"
         self.lock = lock or f"/run/lock/appliance-lvm-{vg}.lock"
         # The runner of a hypervisor host by name; by default the frontend itself (all-in-one).
-        self.host_runner = host_runner or (lambda host: self.runner)
+        self.host_runner = host_runner or (lambda host: runner)
+        self.pool_host = pool_host.lower()
+        if thin_pool:  # every metadata change, and the lock, on the pool's one machine
+            self.runner = self.host_runner(pool_host)
         self.driver_loaded, self.timeout = driver_loaded, timeout
         p = re.escape(prefix)
         n = r"(0|[1-9][0-9]*)"  # canonical numbers only: vm-01 would alias VM 1
@@ -235,9 +252,16 @@ class LvmBackend(BackendBase):
         if self.driver_loaded:
             self._run(activate_cmd(self.vg, name, False))
 
+    def _refuse_other_host(self, host: str) -> None:
+        if self.thin_pool and host and host.lower() != self.pool_host:
+            raise DriverError(f"thin pool {self.vg}/{self.thin_pool} may be active on {self.pool_host} only (a pool "
+                              f"active on two machines corrupts its metadata), not on {host}: run the VM on "
+                              f"{self.pool_host}, or use a datastore with thick snapshots")
+
     def clone(self, image: str, disk: str, host: str = "") -> None:
         self.refuse("clone")
         origin, name = self._ours(image), self._ours(disk)
+        self._refuse_other_host(host)
         lvs = self._lvs()
         row = lvs.get(origin)
         if row is None or not self._image.fullmatch(origin):
@@ -267,6 +291,7 @@ class LvmBackend(BackendBase):
     def disk_source(self, disk: str, host: str) -> DiskSource:
         """The LV, activated on `host` (idempotent): its block device is what the domain opens."""
         name = self._ours(disk)
+        self._refuse_other_host(host)
         if self.driver_loaded and host:
             self._run(activate_cmd(self.vg, name, True), runner=self.host_runner(host))
         return DiskSource("block", path=f"/dev/{self.vg}/{name}", format="raw")

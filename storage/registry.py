@@ -3,10 +3,12 @@ do, the kind of disk source it hands the hypervisor, and how to build one for a 
 the CLI and `datastore create` read it; nothing else lists backends."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Optional
 
-from appliance.core.protocols import VERBS, Backend, BackendType, Param, check_params
+from appliance.core.protocols import VERBS, Backend, BackendType, Param, ParamError, check_params
 from appliance.core.runner import Runner
+
+HostRunner = Optional[Callable[[str], Runner]]
 
 _VERB_LIST = r"[a-z_]{1,16}(,[a-z_]{1,16}){0,15}"  # the dummy's verbs parameter
 _WORD = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
@@ -14,18 +16,18 @@ _HOSTS = r"[A-Za-z0-9.-]{1,253}:[0-9]{1,5}(,[A-Za-z0-9.-]{1,253}:[0-9]{1,5}){0,8
 _PATH = r"(?!.*(^|/)\.\.?(/|$))/[A-Za-z0-9._/+-]{1,1023}"  # absolute, no . or .. segment
 
 
-def _qcow2(runner: Runner, path: str, params: dict[str, Any]) -> Backend:
+def _qcow2(runner: Runner, path: str, params: dict[str, Any], host_runner: HostRunner = None) -> Backend:
     from appliance.storage.qcow2 import Qcow2Backend
     return Qcow2Backend(runner, cache_mb=params.get("cache_mb", 0), cache_dir=params.get("cache_dir", ""),
-                        cache_trace=params.get("cache_trace", False))
+                        cache_trace=params.get("cache_trace", False), host_runner=host_runner)
 
 
-def _moosefs(runner: Runner, path: str, params: dict[str, Any]) -> Backend:
+def _moosefs(runner: Runner, path: str, params: dict[str, Any], host_runner: HostRunner = None) -> Backend:
     from appliance.storage.moosefs import MoosefsBackend
     return MoosefsBackend(runner, path, goal=params["goal"])
 
 
-def _rbd(runner: Runner, path: str, params: dict[str, Any]) -> Backend:
+def _rbd(runner: Runner, path: str, params: dict[str, Any], host_runner: HostRunner = None) -> Backend:
     from appliance.storage.rbd import RbdBackend
     return RbdBackend(runner, pool=params["pool"], user=params["user"], monitors=tuple(params["monitors"].split(",")),
                       conf=params["conf"], keyring=params.get("keyring", ""), prefix=params["prefix"],
@@ -42,19 +44,29 @@ def _dummy_check(params: dict[str, Any]) -> None:
     check_verbs(params)
 
 
-def _dummy(runner: Runner, path: str, params: dict[str, Any]) -> Backend:
+def _lvm_check(params: dict[str, Any]) -> None:
+    # A thin pool active on two machines corrupts its metadata: it belongs to one named host.
+    if params.get("thin_pool") and not params.get("pool_host"):
+        raise ParamError("params.pool_host", None, "a thin_pool needs pool_host: the one host that may have the "
+                         "pool active (its VMs run there, and its metadata changes)")
+    if params.get("pool_host") and not params.get("thin_pool"):
+        raise ParamError("params.pool_host", params["pool_host"], "pool_host is for a thin_pool only: thick "
+                         "snapshots may be activated on any host; drop it or name the thin_pool")
+
+
+def _dummy(runner: Runner, path: str, params: dict[str, Any], host_runner: HostRunner = None) -> Backend:
     from appliance.storage.dummy import DummyBackend
     verbs = frozenset(params["verbs"].split(",")) if params.get("verbs") else frozenset(VERBS)
     return DummyBackend(runner, size_mb=params.get("size_mb", 1024 * 1024), verbs=verbs)
 
 
-def _lvm(runner: Runner, path: str, params: dict[str, Any]) -> Backend:
+def _lvm(runner: Runner, path: str, params: dict[str, Any], host_runner: HostRunner = None) -> Backend:
     from appliance.storage.lvmds import LvmBackend
-    return LvmBackend(runner, params["vg"], thin_pool=params.get("thin_pool", ""),
-                      snapshot_pct=params["snapshot_pct"], prefix=params["prefix"])
+    return LvmBackend(runner, params["vg"], thin_pool=params.get("thin_pool", ""), pool_host=params.get("pool_host", ""),
+                      snapshot_pct=params["snapshot_pct"], prefix=params["prefix"], host_runner=host_runner)
 
 
-def _iscsi(runner: Runner, path: str, params: dict[str, Any]) -> Backend:
+def _iscsi(runner: Runner, path: str, params: dict[str, Any], host_runner: HostRunner = None) -> Backend:
     from appliance.storage.iscsi import IscsiBackend
     return IscsiBackend(runner, params["iqn"], params["portal"], control_port=params["control_port"],
                         prefix=params["prefix"])
@@ -108,10 +120,15 @@ TYPES: dict[str, BackendType] = {t.name: t for t in (
               help="the volume group, as the frontend sees it", example="one-data"),
         Param("thin_pool", pattern=_LVM_NAME,
               help="a thin pool in the VG: thin images and snapshots (default: thick snapshots)"),
+        Param("pool_host", pattern=r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}",
+              help="with thin_pool: the one host that may have the pool active; its VMs run there",
+              example="cloud-hv01"),
         Param("snapshot_pct", "int", default=100, minimum=1, maximum=100,
               help="a thick snapshot's copy-on-write area, in % of its image (a full one breaks the disk)"),
         _PREFIX,
     ), frozenset({"clone", "ln", "delete", "mkimage", "import", "resize", "capacity"}), _lvm, source_kind="block",
+        check=_lvm_check,
+        writer=lambda params: (f"lvm:{params['vg']}", (params.get("pool_host") or "the frontend").lower()),
         claim=lambda params: f"lvm:{params['vg']}/{params['prefix']}"),
     BackendType("iscsi", "iSCSI: raw images and disks on the frontend, one tgtd target per disk, ACL per host", (
         Param("iqn", required=True, pattern=r"iqn\.[0-9]{4}-[0-9]{2}\.[a-z0-9.-]{1,200}",
@@ -131,5 +148,7 @@ def params_for(backend: str, given: dict[str, Any]) -> dict[str, Any]:
     return check_params(TYPES[backend], given)
 
 
-def build(backend: str, runner: Runner, path: str, params: dict[str, Any]) -> Backend:
-    return TYPES[backend].factory(runner, path, params_for(backend, params))
+def build(backend: str, runner: Runner, path: str, params: dict[str, Any], host_runner: HostRunner = None) -> Backend:
+    """host_runner(name): a runner on the hypervisor host `name`, for the backends that act on the
+    VM's host (LVM activation, the SSD cache); without it they act on the frontend (all-in-one)."""
+    return TYPES[backend].factory(runner, path, params_for(backend, params), host_runner)

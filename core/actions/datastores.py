@@ -50,8 +50,16 @@ class Datastores:
                             value=path) from None
         with self.env.store.transaction() as tx:
             claim = known[backend].claim(checked) if known[backend].claim else None
+            writer = known[backend].writer(checked) if known[backend].writer else None
             for other in self.env.store.datastores.where(tx):
                 theirs = known.get(other.backend)
+                if writer and theirs is not None and theirs.writer and other.params:
+                    resource, machine = theirs.writer(other.params)
+                    if resource == writer[0] and machine != writer[1]:
+                        raise CoreError("IN_USE", f"datastore {other.name} writes {resource}'s metadata from {machine}; "
+                                        f"this one would from {writer[1]}: two writers corrupt it. Use the same "
+                                        "host, or another volume group", field="params", value=checked,
+                                        datastore_id=other.id)
                 if claim and other.kind == kind and theirs is not None and theirs.claim and other.params and \
                         theirs.claim(other.params) == claim:
                     raise CoreError("IN_USE", f"datastore {other.name} already uses {claim}: give this one another "

@@ -72,6 +72,9 @@ def test_create_resize_capacity_and_delete_for_real(vg, tmp_path):
     assert image == f"/dev/{vg}/one-img-7"
     b.create_image(image, 32)
     assert lvs(vg)["one-img-7"]["lv_tags"] == "appliance.one-"
+    # Never auto-activated: a host that sees the VG at boot does not open the datastore's LVs.
+    assert _sh("lvs", "--driverloaded", "n", "--noheadings", "-o", "lv_autoactivation", f"{vg}/one-img-7").strip() == ""
+
     assert float(lvs(vg)["one-img-7"]["lv_size"]) == 32
     assert b.capacity("")[1] == free - 32
     b.create_image(image, 32)  # a retry of the same request changes nothing
@@ -82,6 +85,9 @@ def test_create_resize_capacity_and_delete_for_real(vg, tmp_path):
     assert float(lvs(vg)["one-img-7"]["lv_size"]) == 48
     b.delete_image(image)
     assert "one-img-7" not in lvs(vg) and b.capacity("")[1] == free
+    _sh("lvcreate", "--driverloaded", "n", "-q", "--yes", "-an", "-Zn", "-L", "8m", "-n", "operator", vg)
+    assert _sh("lvs", "--driverloaded", "n", "--noheadings", "-o", "lv_autoactivation", f"{vg}/operator").strip() \
+        == "enabled"  # the field tells them apart: an LV made without the flag would be auto-activated
 
 
 def test_a_full_datastore_refuses_before_anything_changes(vg, tmp_path):
@@ -190,7 +196,7 @@ def test_a_clone_is_one_tagged_snapshot_under_the_lock_activated_only_on_the_vms
         Expected(LVS, stdout=image),
         Expected("vgs --reportformat json --units m --nosuffix -o vg_name,vg_size,vg_free one-data", stdout=VGS),
         Expected(f"{LOCK} lvcreate --yes --snapshot --name one-vm-4-disk-0 --size 1024m --addtag appliance.one- "
-                 "one-data/one-img-1"),
+                 "--setautoactivation n one-data/one-img-1"),
         Expected("lvchange --yes --activate n one-data/one-vm-4-disk-0"),
     ])
     host = RecordingRunner("hv01", [Expected("lvchange --yes --activate y one-data/one-vm-4-disk-0")])
@@ -201,19 +207,57 @@ def test_a_clone_is_one_tagged_snapshot_under_the_lock_activated_only_on_the_vms
     assert not frontend._expected and not host._expected
 
 
+THIN_ROWS = _report({"lv_name": "one-img-1", "lv_tags": "appliance.one-", "pool_lv": "pool"},
+                    {"lv_name": "pool", "lv_size": "1000.00", "lv_attr": "twi-a-tz--", "data_percent": "25.00"})
+
+
 def test_a_thin_datastore_clones_without_a_cow_area_and_counts_the_pools_free_space():
-    rows = _report({"lv_name": "one-img-1", "lv_tags": "appliance.one-", "pool_lv": "pool"},
-                   {"lv_name": "pool", "lv_size": "1000.00", "lv_attr": "twi-a-tz--", "data_percent": "25.00"})
-    frontend = RecordingRunner("cc01", [
-        Expected(LVS, stdout=rows),
+    pool_host = RecordingRunner("hv01", [
+        Expected(LVS, stdout=THIN_ROWS),
         Expected(f"{LOCK} lvcreate --yes --snapshot --name one-vm-4-disk-0 --setactivationskip n "
-                 "--addtag appliance.one- one-data/one-img-1"),
+                 "--addtag appliance.one- --setautoactivation n one-data/one-img-1"),
         Expected("lvchange --yes --activate n one-data/one-vm-4-disk-0"),
-        Expected(LVS, stdout=rows),
+        Expected(LVS, stdout=THIN_ROWS),
     ])
-    b = LvmBackend(frontend, "one-data", thin_pool="pool")
-    b.clone("/dev/one-data/one-img-1", "/dev/one-data/one-vm-4-disk-0")
+    frontend = RecordingRunner("cc01")  # nothing: the pool is never active on a second machine
+    b = LvmBackend(frontend, "one-data", thin_pool="pool", pool_host="hv01",
+                   host_runner=lambda name: {"hv01": pool_host}[name])
+    b.clone("/dev/one-data/one-img-1", "/dev/one-data/one-vm-4-disk-0", host="hv01")
     assert b.capacity("") == (1000, 750)
+    assert not pool_host._expected and not frontend.calls
+
+
+def test_a_thin_pool_is_never_activated_on_a_second_machine():
+    """A thin pool active on two machines corrupts its metadata: a clone or an activation for
+    any host but the pool's own is refused before a command runs."""
+    pool_host, other = RecordingRunner("hv01"), RecordingRunner("hv02")
+    b = LvmBackend(RecordingRunner("cc01"), "one-data", thin_pool="pool", pool_host="HV01",
+                   host_runner=lambda name: {"hv01": pool_host, "HV01": pool_host, "hv02": other}[name])
+    for call in (lambda: b.clone("/dev/one-data/one-img-1", "/dev/one-data/one-vm-4-disk-0", host="hv02"),
+                 lambda: b.disk_source("/dev/one-data/one-vm-4-disk-0", "hv02")):
+        with pytest.raises(DriverError, match="may be active on hv01 only.*not on hv02"):
+            call()
+    assert not pool_host.calls and not other.calls
+    runbook = (Path(__file__).resolve().parents[2] / "docs" / "runbooks" / "storage.md").read_text()
+    assert "may be active on HOST only" in runbook and "lvs -o+autoactivation" in runbook
+    with pytest.raises(DriverError, match="needs its pool_host"):
+        LvmBackend(RecordingRunner("cc01"), "one-data", thin_pool="pool")
+    with pytest.raises(DriverError, match="without a thin_pool"):
+        LvmBackend(RecordingRunner("cc01"), "one-data", pool_host="hv01")
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"vg": "one-data", "thin_pool": "pool"}, "a thin_pool needs pool_host"),
+    ({"vg": "one-data", "pool_host": "hv01"}, "pool_host is for a thin_pool only"),
+    ({"vg": "one-data", "thin_pool": "pool", "pool_host": "-hv01"}, "pool_host must match"),
+])
+def test_datastore_create_refuses_a_thin_pool_without_its_one_host(params, message):
+    from appliance.core.protocols import ParamError
+    from appliance.storage.registry import params_for
+
+    with pytest.raises(ParamError, match=message) as caught:
+        params_for("lvm", params)
+    assert caught.value.field == "params.pool_host"
 
 
 def test_an_image_with_snapshots_is_never_removed():
@@ -270,5 +314,36 @@ def test_names_lvm_or_tgtd_would_refuse_later_are_refused_at_datastore_create(ba
 
     with pytest.raises(ParamError):
         registry.params_for(backend, params)
-    assert registry.params_for("lvm", {"vg": "one-data", "thin_pool": "..pool"})["vg"] == "one-data"
+    assert registry.params_for("lvm", {"vg": "one-data", "thin_pool": "..pool", "pool_host": "hv01"})["vg"] == "one-data"
     assert registry.params_for("iscsi", {"iqn": "iqn.2026-12.org.example", "portal": "10.0.0.1:65535"})
+
+
+def test_two_datastores_on_one_vg_must_write_its_metadata_from_one_machine(world):
+    """A VG without lvmlockd has one metadata writer: a thick datastore's is the frontend, a thin
+    one's its pool host. A second datastore on the same VG naming another machine is refused
+    (IN_USE) before it exists; the same machine, or another VG, is accepted."""
+    from appliance.core.actions import Manager
+    from appliance.core.authz import SYSTEM
+    from appliance.core.errors import CoreError
+    from appliance.storage import registry
+    from appliance.storage.dummy import DummyBackend
+
+    manager = Manager(world.store, lambda ds: DummyBackend(LocalRunner()), backend_types=registry.TYPES)
+    paths = [world.tmp / f"ds{i}" for i in range(5)]
+    for p in paths:
+        p.mkdir()
+    manager.datastores.create(SYSTEM, "thick", str(paths[0]), backend="lvm", params={"vg": "one-data"})
+    with pytest.raises(CoreError) as refused:
+        manager.datastores.create(SYSTEM, "thin", str(paths[1]), backend="lvm", kind="system",
+                                  params={"vg": "one-data", "thin_pool": "pool", "pool_host": "hv01", "prefix": "t-"})
+    assert refused.value.code == "IN_USE" and "two writers" in str(refused.value)
+    with world.store.transaction() as tx:
+        assert [d.name for d in world.store.datastores.where(tx)] == ["thick"]
+    manager.datastores.create(SYSTEM, "thin", str(paths[1]), backend="lvm", kind="image",
+                              params={"vg": "hv01-data", "thin_pool": "pool", "pool_host": "hv01"})
+    manager.datastores.create(SYSTEM, "thin-system", str(paths[2]), backend="lvm", kind="system",
+                              params={"vg": "hv01-data", "thin_pool": "pool", "pool_host": "HV01"})
+    with pytest.raises(CoreError) as refused:
+        manager.datastores.create(SYSTEM, "thick-2", str(paths[3]), backend="lvm", kind="system",
+                                  params={"vg": "hv01-data", "prefix": "x-"})
+    assert refused.value.code == "IN_USE"
