@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import threading
 import tomllib
@@ -33,6 +32,7 @@ from appliance.core.protocols import DriverError, ParamError
 from appliance.core.scheduler import Policy
 from appliance.drivers.fake import FakeHypervisor
 from appliance.drivers.libvirt import LibvirtHypervisor
+from appliance.hostrunners import HostRunners
 from appliance.core.reports import Report, ReportError
 from appliance.runner.atomic import atomic_write
 from appliance.runner.local import LocalRunner
@@ -85,11 +85,19 @@ class HookConfig(_Section):
     timeout: float = Field(30.0, gt=0, le=3600)
 
 
+class HostsConfig(_Section):
+    """How the manager runs storage steps on a hypervisor host (appliance/hostrunners.py)."""
+    ssh_key: Optional[str] = None  # default: the manager user's own keys and agent
+    known_hosts: Optional[str] = None  # default: <state_dir>/known_hosts; unknown keys are refused
+    ssh_user: str = Field("root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")  # for qemu+tls:// hosts
+
+
 class ServeConfig(_Section):
     database: DatabaseConfig = DatabaseConfig()
     api: ApiConfig = ApiConfig()
     paths: PathsConfig = PathsConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    hosts: HostsConfig = HostsConfig()
     hooks: list[HookConfig] = Field(default_factory=list)
 
 
@@ -173,6 +181,17 @@ def build(config: ServeConfig) -> Service:
             return fakes.setdefault(host.name, FakeHypervisor(state_file=state_dir / f"fake-{host.name}.json"))
         return LibvirtHypervisor(host.uri)
 
+    def uri_of(name: str) -> str:
+        with store.transaction() as tx:
+            found = [h for h in store.hosts.where(tx) if h.name.lower() == name.lower()]
+        if not found:
+            raise DriverError(f"no host named {name!r}")
+        return found[0].uri
+
+    hosts = config.hosts
+    host_runner = HostRunners(uri_of, Path(hosts.known_hosts) if hosts.known_hosts else state_dir / "known_hosts",
+                              key_filename=hosts.ssh_key, user=hosts.ssh_user)
+
     def backend_for(ds: Datastore) -> Any:
         # One backend per datastore and parameter set, built by the registry (which checks the
         # parameters again: a row edited by hand cannot hand a backend a value it never accepted).
@@ -180,7 +199,7 @@ def build(config: ServeConfig) -> Service:
         with backends_lock:
             if key not in backends:
                 try:
-                    backends[key] = storage_registry.build(ds.backend, runner, ds.path, ds.params)
+                    backends[key] = storage_registry.build(ds.backend, runner, ds.path, ds.params, host_runner)
                 except KeyError:
                     raise DriverError(f"datastore {ds.name}: no backend {ds.backend!r} in this manager") from None
                 except ParamError as exc:
