@@ -103,6 +103,34 @@ def test_with_the_window_a_moved_working_set_is_cached_within_a_few_passes():
     assert hits == 150
 
 
+def test_a_sliding_working_set_is_cached_about_as_well_as_lru():
+    """A working set twice the cache that keeps moving (bench/cache.py's recency-slide, scaled down):
+    blocks that left it kept their counts and held the cache, 17 points below LRU; evicted as
+    stale once their last use is old enough, the loss is a few points."""
+    import random
+
+    rng = random.Random(6)
+    trace = [start + rng.randrange(400) for start in range(0, 20 * 400, 20) for _ in range(200)]
+    lru, lfu = Lru(200), LfuAging(200)
+    for key in trace:
+        lru.access(key)
+        lfu.access(key)
+    assert lfu.hits >= lru.hits - 0.03 * len(trace), (lfu.hits / len(trace), lru.hits / len(trace))
+
+
+def test_a_state_saved_before_last_use_was_kept_still_restores():
+    cache = LfuAging(50)
+    run(cache, [i % 70 for i in range(500)])
+    state = cache.state()
+    for field in ("now", "stale_after", "stale", "reused", "last_use"):
+        del state[field]
+    state["version"] = 1
+    restored = restore(json.loads(json.dumps(state)))
+    assert sorted(restored.state()["last_use"]) == sorted([key, 500] for key, _ in cache.state()["main"])
+    assert restored.hits == cache.hits and len(restored) == len(cache)
+    run(restored, range(100))  # and goes on
+
+
 def test_without_the_window_only_a_block_that_beats_the_victim_is_stored():
     cache = LfuAging(2, window=False)
     for key in (1, 1, 2, 2):
@@ -131,6 +159,10 @@ def test_aging_halves_the_counts():
     (lambda s: s["main"].append(["x", 1]), "main[1]: block 'x' is not a block number"),
     (lambda s: s.update(window_blocks=[5, 5]), "'window_blocks' lists a block twice"),
     (lambda s: s.update(hits=-1), "'hits' -1: expected a whole number, at least 0"),
+    (lambda s: s.update(last_use=[]), "'last_use' does not list exactly the blocks of 'main'"),
+    (lambda s: s.update(last_use=[[3, 99]]), "last_use[0] [3, 99]: expected [block, access number]"),
+    (lambda s: s.update(stale_after=0.5), "'stale_after' 0.5: expected a number from 4 to 128"),
+    (lambda s: s.update(reused=[3]), "'reused' lists a block that is not in 'window_blocks'"),
 ])
 def test_a_damaged_state_is_refused_naming_the_field(change, message):
     cache = LfuAging(4, window=False)
