@@ -38,6 +38,7 @@ class Secrets:
     placeholder: bool = False  # True when built for an offline plan without the real secrets
     tls_certificate: str | None = None  # PEM, when proxy.tls.generate: made once by `secrets init`
     tls_key: str | None = None
+    ceph_keys: Mapping[str, str] = field(default_factory=dict)  # cephx user -> key, one per RBD datastore
 
     @property
     def heartbeat_key(self) -> str:
@@ -52,6 +53,8 @@ class Secrets:
             values[f"fence.{device}.password"] = password
         if self.tls_key:
             values["tls_key"] = self.tls_key
+        for user, key in self.ceph_keys.items():
+            values[f"ceph.{user}.key"] = key
         return values
 
 
@@ -166,6 +169,8 @@ def load_secrets(path: Path | None, fence_devices: list[str], env: Mapping[str, 
             return None, [Report("SECRETS_NOT_TOML", f"{path} is not valid TOML ({exc})", path="secrets_file",
                                  value=str(path))]
     fence_raw = raw.pop("fence", {})
+    ceph_keys, ceph_reports = _ceph(raw.pop("ceph", {}))
+    reports += ceph_reports
     tls = {k: env.get(ENV_PREFIX + k.upper(), raw.pop(k, None)) for k in ("tls_certificate", "tls_key")}
     for key, value in tls.items():
         if need_tls and not (isinstance(value, str) and "-----BEGIN" in value):
@@ -194,7 +199,43 @@ def load_secrets(path: Path | None, fence_devices: list[str], env: Mapping[str, 
     authkey = base64.b64decode(str(values.pop("cluster_authkey")), validate=True)
     pem = {k: v for k, v in tls.items() if isinstance(v, str) and "-----BEGIN" in v}
     return Secrets(cluster_authkey=authkey, fence_passwords=fence_passwords, tls_certificate=pem.get("tls_certificate"),
-                   tls_key=pem.get("tls_key"), **{k: str(v) for k, v in values.items()}), []
+                   tls_key=pem.get("tls_key"), ceph_keys=ceph_keys, **{k: str(v) for k, v in values.items()}), []
+
+
+CEPH_USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+CEPHX_KEY_BYTES = 28  # type, creation time, length and the 16-byte secret: what `ceph auth get-key` prints
+
+
+def _ceph(raw: object) -> tuple[dict[str, str], list[Report]]:
+    """[ceph.<user>] key = "...": the cephx key of each RBD datastore's user (never admin)."""
+    if not isinstance(raw, dict):
+        return {}, [Report("SECRETS_INVALID", "[ceph] must be a table of user tables", path="ceph")]
+    keys: dict[str, str] = {}
+    reports: list[Report] = []
+    for user in sorted(raw):
+        entry, where = raw[user], f"ceph.{user}"
+        if not CEPH_USER.fullmatch(user) or user == "admin":
+            reports.append(Report("SECRETS_INVALID", f"[{where}]: a datastore's own cephx user name (letters, digits, "
+                                  "., _ and -), never admin", path=where, value=user,
+                                  fix="ceph auth get-or-create client.ds-one mon 'profile rbd' osd 'profile rbd "
+                                  "pool=one'"))
+            continue
+        if not isinstance(entry, dict) or set(entry) != {"key"}:
+            reports.append(Report("SECRETS_INVALID", f"[{where}] holds exactly one field, key", path=where,
+                                  fix=f"[{where}]\nkey = \"<ceph auth get-key client.{user}>\""))
+            continue
+        key = entry["key"]
+        try:
+            decoded = base64.b64decode(key, validate=True) if isinstance(key, str) else b""
+        except (binascii.Error, ValueError):
+            decoded = b""
+        if len(decoded) != CEPHX_KEY_BYTES:  # the message never shows the value
+            reports.append(Report("SECRETS_INVALID", f"{where}.key is not a cephx key (base64 of "
+                                  f"{CEPHX_KEY_BYTES} bytes)", path=f"{where}.key",
+                                  fix=f"paste the output of `ceph auth get-key client.{user}`"))
+            continue
+        keys[user] = key
+    return keys, reports
 
 
 def _check_permissions(path: Path) -> list[Report]:

@@ -104,6 +104,11 @@ def _package_steps(site: Site, files: list) -> list[Step]:
     return [install_release(release_name(contents, ours[0].name.split("-")[1]), ours[0].name)]
 
 
+def ceph_keyring(config: str, user: str) -> str:
+    """Where the keyring of cephx user `user` goes: the `keyring` parameter of its RBD datastore."""
+    return f"{config.rsplit('/', 1)[0]}/ceph.client.{user}.keyring"
+
+
 def plan(site: Site) -> RolePlan:
     inv = site.inventory
     m = inv.manager
@@ -111,6 +116,10 @@ def plan(site: Site) -> RolePlan:
         FileSpec(m.config, text(manager_config(site)), mode=0o600, owner=m.user, group=m.user, secret=True),
         FileSpec(INIT_SCRIPT, text(init_script(site)), mode=0o755, check=Check("shell")),
     ]
+    for user, key in sorted(site.secrets.ceph_keys.items()) if site.secrets else ():
+        # An RBD datastore's own cephx user: its keyring beside the config, readable by the manager only.
+        files.append(FileSpec(ceph_keyring(m.config, user), text(f"[client.{user}]\n\tkey = {key}\n"), mode=0o600,
+                              owner=m.user, group=m.user, secret=True))
     python = f"{layout.INSTALL_PREFIX}/bin/python"
     files.append(FileSpec(layout.OCF_AGENT, text(ocf_manager.shim(python)), mode=0o755, check=Check("shell")))
     steps = [

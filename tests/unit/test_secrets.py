@@ -106,3 +106,44 @@ def test_verbose_log_masks_secret_stdin(tmp_path):
     data = plan_install(EXAMPLE, tmp_path / "absent.toml", diff=False)
     commands = [s["command"] for r in data["roles"] for n in r["nodes"].values() for s in n["steps"]]
     assert "chpasswd < (secret input)" in commands
+
+
+# A cephx key's shape (base64 of 28 bytes), made here: no real key in the repository.
+CEPH_KEY = __import__("base64").b64encode(b"\x01\x00" + bytes(range(26))).decode()
+
+
+def _secrets_file(tmp_path, extra: str):
+    path = tmp_path / "secrets.toml"
+    path.write_text("\n".join(f'{k.removeprefix("APPLIANCE_SECRET_").lower()} = "{v}"'
+                              for k, v in TEST_SECRETS.items() if "FENCE" not in k and "TLS" not in k)
+                    + "\n" + extra)
+    path.chmod(0o600)
+    return path
+
+
+def test_an_rbd_datastores_cephx_key_goes_from_the_secrets_file_to_an_owner_only_keyring(tmp_path):
+    path = _secrets_file(tmp_path, f'[ceph.ds-one]\nkey = "{CEPH_KEY}"\n')
+    site = load_site(EXAMPLE, path, env={k: v for k, v in TEST_SECRETS.items() if "FENCE" in k or "TLS" in k})
+    assert site.secrets.ceph_keys == {"ds-one": CEPH_KEY}
+    files = {(n.node, f.path): f for p in plan_site(site) for n in p.nodes for f in n.files}
+    for node in ("cloud-cc01", "cloud-cc02"):
+        keyring = files[(node, "/etc/appliance/ceph.client.ds-one.keyring")]
+        assert keyring.content == f"[client.ds-one]\n\tkey = {CEPH_KEY}\n".encode()
+        assert keyring.mode == 0o600 and keyring.secret and keyring.owner == site.inventory.manager.user
+    shown = Redactor(site.secrets)(f"key = {CEPH_KEY}")
+    assert CEPH_KEY not in shown and "<secret:ceph.ds-one.key>" in shown
+
+
+@pytest.mark.parametrize("table,problem,path", [
+    ('[ceph.ds-one]\nkey = "not a key"\n', "is not a cephx key", "ceph.ds-one.key"),
+    ('[ceph.ds-one]\nkey = "YWJj"\n', "is not a cephx key", "ceph.ds-one.key"),
+    (f'[ceph.admin]\nkey = "{CEPH_KEY}"\n', "never admin", "ceph.admin"),
+    (f'[ceph.ds-one]\nkey = "{CEPH_KEY}"\nkeyring = "/tmp/x"\n', "exactly one field", "ceph.ds-one"),
+    ('ceph = "x"\n', "table of user tables", "ceph"),
+])
+def test_a_bad_cephx_entry_is_refused_naming_the_field_and_never_the_key(tmp_path, table, problem, path):
+    loaded, reports = load_secrets(_secrets_file(tmp_path, table), [])
+    assert loaded is None
+    assert [(r.code, r.path) for r in reports] == [("SECRETS_INVALID", path)]
+    assert problem in reports[0].message
+    assert CEPH_KEY not in str(vars(reports[0]))
