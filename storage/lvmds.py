@@ -15,7 +15,9 @@ active on two hosts at once, and a live migration needs exactly that; premigrate
 (NOT_SUPPORTED) and the manager refuses before it starts. No disk snapshots either (a snapshot of
 a snapshot LV is not possible with thick LVM).
 
-Activation is explicit only: every LV is made with --setautoactivation n, so a host that sees the
+Activation is explicit only: a thick image LV is made with --setautoactivation n (its snapshots
+are activated with it), a thin image with the activation skip flag, which its thin snapshots keep
+(lvcreate takes --setautoactivation for a plain LV only); so a host that sees the
 VG (over AoE, or a frontend whose DRBD turns primary) never activates the datastore's LVs at boot
 or on a udev event; otherwise every hypervisor would hold every snapshot open at once.
 
@@ -70,17 +72,20 @@ def create_cmd(vg: str, name: str, size_mb: int, tag: str, thin_pool: str = "",
     # -an -Zn without device-mapper: nothing to activate or zero.
     extra = [] if driver_loaded else ["--activate", "n", "--zero", "n"]
     # A thin LV names its VG in --thinpool; a second, positional VG would be an error.
+    # Never auto-activated: lvcreate takes --setautoactivation for a plain LV only; a thin LV gets
+    # the activation skip flag instead (autoactivation honours it; activate_cmd overrides it).
+    never = ["--setactivationskip", "y"] if thin_pool else ["--setautoactivation", "n"]
     return ["lvcreate", *_common(driver_loaded), "--yes", "--name", name, *size, "--addtag", tag,
-            "--setautoactivation", "n", *extra, *([] if thin_pool else [vg])]
+            *never, *extra, *([] if thin_pool else [vg])]
 
 
 def snapshot_cmd(vg: str, origin: str, name: str, tag: str, cow_mb: int = 0) -> list[str]:
     """A thin snapshot (cow_mb 0: the origin is a thin LV, the snapshot shares its pool) or a thick
-    one with a COW area of cow_mb. --setactivationskip n: a thin snapshot is otherwise skipped by
-    every activation, and the host's `lvchange -ay` would silently do nothing."""
-    size = ["--size", f"{cow_mb}m"] if cow_mb else ["--setactivationskip", "n"]
-    return ["lvcreate", "--yes", "--snapshot", "--name", name, *size, "--addtag", tag, "--setautoactivation", "n",
-            f"{vg}/{origin}"]
+    one with a COW area of cow_mb. lvcreate refuses --setautoactivation for a snapshot: a thick one
+    is activated with its origin (made with autoactivation off), a thin one keeps LVM's activation
+    skip flag, which every autoactivation honours; activate_cmd passes --ignoreactivationskip."""
+    size = ["--size", f"{cow_mb}m"] if cow_mb else []
+    return ["lvcreate", "--yes", "--snapshot", "--name", name, *size, "--addtag", tag, f"{vg}/{origin}"]
 
 
 def rename_cmd(vg: str, old: str, new: str, driver_loaded: bool = True) -> list[str]:
@@ -97,7 +102,9 @@ def remove_cmd(vg: str, name: str, driver_loaded: bool = True) -> list[str]:
 
 def activate_cmd(vg: str, name: str, on: bool) -> list[str]:
     # --yes: a thick snapshot is (de)activated together with its origin, and lvchange asks first.
-    return ["lvchange", "--yes", "--activate", "y" if on else "n", f"{vg}/{name}"]
+    # --ignoreactivationskip: a thin snapshot has the skip flag (so nothing activates it by itself).
+    return ["lvchange", "--yes", "--activate", "y" if on else "n", *(["--ignoreactivationskip"] if on else []),
+            f"{vg}/{name}"]
 
 
 def _mb(value: Any) -> int:

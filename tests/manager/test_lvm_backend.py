@@ -196,10 +196,11 @@ def test_a_clone_is_one_tagged_snapshot_under_the_lock_activated_only_on_the_vms
         Expected(LVS, stdout=image),
         Expected("vgs --reportformat json --units m --nosuffix -o vg_name,vg_size,vg_free one-data", stdout=VGS),
         Expected(f"{LOCK} lvcreate --yes --snapshot --name one-vm-4-disk-0 --size 1024m --addtag appliance.one- "
-                 "--setautoactivation n one-data/one-img-1"),
+                 "one-data/one-img-1"),
         Expected("lvchange --yes --activate n one-data/one-vm-4-disk-0"),
     ])
-    host = RecordingRunner("hv01", [Expected("lvchange --yes --activate y one-data/one-vm-4-disk-0")])
+    host = RecordingRunner("hv01", [Expected("lvchange --yes --activate y --ignoreactivationskip "
+                                             "one-data/one-vm-4-disk-0")])
     b = LvmBackend(frontend, "one-data", host_runner=lambda name: {"hv01": host}[name])
     b.clone("/dev/one-data/one-img-1", "/dev/one-data/one-vm-4-disk-0", host="hv01")
     source = b.disk_source("/dev/one-data/one-vm-4-disk-0", "hv01")
@@ -214,8 +215,8 @@ THIN_ROWS = _report({"lv_name": "one-img-1", "lv_tags": "appliance.one-", "pool_
 def test_a_thin_datastore_clones_without_a_cow_area_and_counts_the_pools_free_space():
     pool_host = RecordingRunner("hv01", [
         Expected(LVS, stdout=THIN_ROWS),
-        Expected(f"{LOCK} lvcreate --yes --snapshot --name one-vm-4-disk-0 --setactivationskip n "
-                 "--addtag appliance.one- --setautoactivation n one-data/one-img-1"),
+        Expected(f"{LOCK} lvcreate --yes --snapshot --name one-vm-4-disk-0 --addtag appliance.one- "
+                 "one-data/one-img-1"),
         Expected("lvchange --yes --activate n one-data/one-vm-4-disk-0"),
         Expected(LVS, stdout=THIN_ROWS),
     ])
