@@ -6,7 +6,7 @@ from appliance.inventory.load import Site
 from appliance.storage import aoe, nfs
 
 from . import layout
-from .model import RUNNING_HERE, Check, FileSpec, RolePlan, Step, node_plans, shell, text
+from .model import RUNNING_HERE, Check, FileSpec, RolePlan, Step, node_plans, restart_where_running, shell, text
 
 NAME = "exports"
 REQUIRES = ("drbd", "cluster")
@@ -50,6 +50,10 @@ def plan(site: Site) -> RolePlan:
         files.append(FileSpec(layout.NFS_CONFIG, text(nfs.ganesha_config(
             inv.nfs.export, tuple(inv.nfs_clients), tuple(inv.nfs.options), inv.nfs.fsid, inv.network.san_vip,
             inv.idmap_domain, layout.NFS_RECOVERY))))
+    if inv.cluster.stack == "corosync":
+        # vblade reads its options at start: a changed wrapper (vblade -d) takes effect only then.
+        steps.append(restart_where_running("p_aoe_data", "restart the AoE export if its wrapper changed",
+                                           (layout.AOE_WRAPPER,)))
     if inv.cluster.stack == "heartbeat":
         files += [
             FileSpec("/etc/exports.d/appliance.exports",

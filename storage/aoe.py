@@ -12,4 +12,6 @@ def vblade_wrapper(log_dir: str) -> str:
 
 
 def vblade_args(shelf: int, slot: int, nic: str, device: str) -> tuple[str, ...]:
-    return (str(shelf), str(slot), nic, device)
+    # -d (O_DIRECT): the frontend writes the same device below its page cache (LVM metadata and
+    # snapshots through device-mapper); buffered, vblade would serve hosts stale cached blocks.
+    return ("-d", str(shelf), str(slot), nic, device)
