@@ -37,9 +37,11 @@ SYSTEM = ("systemd-sysv", "udev", "dbus", "openssh-server", "iproute2", "iputils
 # What roles/base.py installs on a frontend (corosync stack) and what the manager runs.
 FRONTEND = ("drbd-utils", "lvm2", "vblade", "nfs-kernel-server", "mariadb-server", "lighttpd",
             "lighttpd-mod-openssl", "resource-agents", "python3-venv", "openssl",
-            "corosync", "pacemaker", "pacemaker-cli-utils", "fence-agents", "crmsh", "qemu-utils")
-# The hypervisor host: the AoE initiator's tools and the kernel NFS client.
-HYPERVISOR = ("aoetools", "nfs-common")
+            "corosync", "pacemaker", "pacemaker-cli-utils", "fence-agents", "crmsh", "qemu-utils",
+            "thin-provisioning-tools", "tgt")
+# The hypervisor host: the AoE initiator's tools, the kernel NFS client, thin pool activation
+# (thin_check), the kernel iSCSI initiator and qemu to open a VM's disk where it runs.
+HYPERVISOR = ("aoetools", "nfs-common", "thin-provisioning-tools", "open-iscsi", "qemu-system-x86")
 PACKAGES = tuple(sorted(set(SYSTEM + FRONTEND + HYPERVISOR)))
 
 # Applied at every boot from the seed disk (files: hostname, interfaces, ssh_host_ed25519_key[.pub],
@@ -112,7 +114,9 @@ PER_MACHINE = ("etc/ssh/ssh_host_rsa_key", "etc/ssh/ssh_host_rsa_key.pub", "etc/
 # Timers that wake a machine to do what a lab never needs (a mirror it cannot reach, man pages):
 # under TCG each run steals seconds from Pacemaker's monitors. Masked in the image.
 MASKED = ("apt-daily.timer", "apt-daily-upgrade.timer", "man-db.timer", "e2scrub_all.timer", "fstrim.timer",
-          "dpkg-db-backup.timer", "logrotate.timer")
+          "dpkg-db-backup.timer", "logrotate.timer",
+          # Debian's tgtd on 0.0.0.0:3260: an iSCSI datastore's tgtd is started with its own portal.
+          "tgt.service")
 # Frontend daemons a fresh install starts; the hypervisor host runs none of them (its seed masks them).
 FRONTEND_SERVICES = ("mariadb.service", "corosync.service", "pacemaker.service", "lighttpd.service",
                      "nfs-server.service", "vblade.service", "ldirectord.service")

@@ -2,7 +2,9 @@
 
 One lab for the module, in order: boot, install (DRBD create-md, initial sync, mkfs, LVM, AoE,
 kernel NFS, Pacemaker with promotable DRBD clones and fencing through the lab's power switch), the
-hypervisor host using the VG over AoE and the export over the kernel NFS client, a second install
+hypervisor host using the VG over AoE and the export over the kernel NFS client, the LVM datastore
+(thick snapshots over AoE, thin ones on their pool host) and an iSCSI disk through the kernel
+initiator, each opened where the VM runs (qemu for the LVM disks), a second install
 that changes nothing, an install with the DRBD resources down, the drills (kill-node, cut-link,
 kill-db, kill-manager, reboot-both) while a client writes, a split-brain and a node replacement by
 their runbooks, and `lab down` leaving nothing.
@@ -213,17 +215,24 @@ def test_lvm_datastore_clones_an_image_and_the_host_reads_it_over_aoe(vmlab):
     holder = _holder(vmlab)
     b = LvmBackend(_runner(holder), "one-data", prefix="t12-", host_runner=lambda host: _runner(vmlab.machine(host)))
     image, disk = b.image_path("", 1), b.disk_path("", 1, 0)
-    ssh(holder, "lvcreate -q --yes -L 8m -n t12-img-2 one-data && lvchange -an one-data/t12-img-2")  # not ours
+    ssh(holder, "lvcreate -q --yes -L 8m -n t12-img-2 --setautoactivation n one-data && "
+                "lvchange -an one-data/t12-img-2")  # not ours
     try:
         b.create_image(image, 16)
         ssh(holder, f"lvchange -ay {image[5:]} && printf image-data | dd of={image} conv=fsync status=none "
                     f"&& lvchange -an {image[5:]}")
         b.clone(image, disk, host=hv.name)
         assert b.verify(disk, image)
+        ssh(hv, "aoe-discover; for i in $(seq 30); do [ -b /dev/etherd/e0.1 ] && break; sleep 1; done")
+        # What a boot or a udev event does on a host that sees the VG: nothing of ours comes up.
+        ssh(hv, "vgchange -q -aay one-data")
+        active = ssh(hv, "lvs --noheadings -o lv_name -S 'lv_active=active' one-data").stdout.split()
+        assert not [n for n in active if n.startswith("t12-")], active
         source = b.disk_source(disk, hv.name)  # activates it on the host
         assert (source.kind, source.path) == ("block", disk)
         ssh(hv, "aoe-discover; for i in $(seq 30); do [ -b /dev/etherd/e0.1 ] && break; sleep 1; done")
         assert ssh(hv, f"head -c 10 {disk}").stdout == "image-data"
+        _qemu_runs_with(hv, source.path)
         ssh(hv, f"printf guest-data | dd of={disk} conv=fsync status=none")
         assert ssh(hv, f"head -c 10 {disk}").stdout == "guest-data"
         with pytest.raises(DriverError, match="snapshot"):
@@ -235,6 +244,12 @@ def test_lvm_datastore_clones_an_image_and_the_host_reads_it_over_aoe(vmlab):
         with pytest.raises(DriverError, match="did not make it"):
             b.delete_image(b.image_path("", 2))
         b.delete_vm_disks("", 1)
+        # The same VM disk made again (a resubmit): the host must read the image, not the old disk
+        # (a buffered vblade served it the old COW header from the frontend's page cache).
+        b.clone(image, disk, host=hv.name)
+        assert ssh(hv, f"head -c 10 {b.disk_source(disk, hv.name).path}").stdout == "image-data"
+        b.release(disk, hv.name)
+        b.delete_vm_disks("", 1)
         b.delete_image(image)
         left = ssh(holder, "lvs --noheadings -o lv_name one-data").stdout.split()
         assert [n for n in left if n.startswith("t12-")] == ["t12-img-2"]
@@ -242,6 +257,148 @@ def test_lvm_datastore_clones_an_image_and_the_host_reads_it_over_aoe(vmlab):
         ssh(hv, "lvchange -an one-data/t12-vm-1-disk-0 2>/dev/null; true", check=False)
         ssh(holder, "for lv in t12-vm-1-disk-0 t12-img-1 t12-img-2; do lvremove -q -f one-data/$lv 2>/dev/null; "
                     "done; true", check=False)
+
+
+# Talks QMP to a qemu on a lab machine: its run state and the file behind its one disk.
+_QMP = r"""
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+f = s.makefile("rw")
+def ask(command):
+    f.write(json.dumps({"execute": command}) + "\n"); f.flush()
+    while True:
+        reply = json.loads(f.readline())
+        if "return" in reply or "error" in reply:
+            return reply
+f.readline()
+ask("qmp_capabilities")
+print(json.dumps([ask("query-status"), ask("query-block")]))
+"""
+
+
+def _qemu_runs_with(machine, path: str) -> None:
+    """A VM runs on `machine` with `path` (the rendered block source) as its disk: qemu opens it
+    (O_DIRECT, as libvirt's cache=none does), the guest runs, and QMP names the device."""
+    ssh(machine, f"qemu-system-x86_64 -nodefaults -display none -machine accel=tcg -m 32 -name t12-vm "
+                 f"-drive file={path},format=raw,if=virtio,cache=none -qmp unix:/run/t12-vm.qmp,server=on,wait=off "
+                 "-daemonize -pidfile /run/t12-vm.pid")
+    try:
+        out = ssh(machine, "python3 - /run/t12-vm.qmp <<'EOF'\n" + _QMP + "EOF").stdout
+        status, block = json.loads(out)
+        assert status["return"]["status"] == "running", status
+        assert [b["inserted"]["file"] for b in block["return"] if "inserted" in b] == [path], block
+    finally:
+        ssh(machine, "kill $(cat /run/t12-vm.pid) 2>/dev/null; for i in $(seq 50); do [ -e /proc/$(cat "
+                     "/run/t12-vm.pid) ] || break; sleep 0.2; done; rm -f /run/t12-vm.pid /run/t12-vm.qmp", check=False)
+
+
+def test_lvm_thin_datastore_lives_on_its_pool_host_and_no_other_host_opens_the_pool(vmlab):
+    """A thin datastore on the pool host's own VG (a loop device here): thin images and thin
+    snapshots for real (device-mapper thin targets, thin_check at activation), a VM there opening
+    its disk, any other host refused before anything changes, and 10 clones timed at 1 and 10 GiB."""
+    from appliance.core.protocols import DriverError
+    from appliance.storage.lvmds import LvmBackend
+
+    hv, other = vmlab.machine("cloud-hv01"), _holder(vmlab)
+    ssh(hv, "truncate -s 12G /var/tmp/t12-pv.img && losetup -f --show /var/tmp/t12-pv.img > /run/t12-loop && "
+            "pvcreate -q $(cat /run/t12-loop) && vgcreate -q t12-thin $(cat /run/t12-loop) && "
+            "lvcreate -q --yes --type thin-pool -L 11g -n pool t12-thin && "
+            "lvchange -q --setautoactivation n t12-thin/pool")  # the operator's pool, never auto-activated
+    b = LvmBackend(_runner(other), "t12-thin", thin_pool="pool", pool_host=hv.name, prefix="t12-",
+                   host_runner=lambda host: _runner(vmlab.machine(host)))
+    try:
+        timings = {}
+        for gib, image_id in ((1, 1), (10, 2)):
+            image = b.image_path("", image_id)
+            b.create_image(image, gib * 1024)
+            ssh(hv, f"lvchange -ay -K {image[5:]} && printf image-data | dd of={image} conv=fsync status=none && "
+                    f"dd if=/dev/urandom of={image} bs=1M seek=1 count=16 conv=fsync status=none && "
+                    f"lvchange -an {image[5:]}")
+            started = time.monotonic()
+            for vm in range(10):
+                b.clone(image, b.disk_path("", 100 * image_id + vm, 0), host=hv.name)
+            timings[f"{gib}GiB"] = round(time.monotonic() - started, 2)
+        _record("lvm_thin_10_clones_seconds", timings)  # through SSH to the pool host, under TCG
+        disk = b.disk_path("", 100, 0)
+        source = b.disk_source(disk, hv.name)
+        assert ssh(hv, f"head -c 10 {source.path}").stdout == "image-data"
+        _qemu_runs_with(hv, source.path)
+        ssh(hv, f"printf guest-data | dd of={disk} conv=fsync status=none")
+        b.release(disk, hv.name)
+        ssh(hv, "lvchange -ay -K t12-thin/t12-img-1")
+        assert ssh(hv, "head -c 10 /dev/t12-thin/t12-img-1").stdout == "image-data"
+        ssh(hv, "lvchange -an t12-thin/t12-img-1")
+        before = ssh(hv, "lvs --noheadings -o lv_name,lv_active t12-thin").stdout
+        for call in (lambda: b.clone(b.image_path("", 1), b.disk_path("", 99, 0), host=other.name),
+                     lambda: b.disk_source(b.disk_path("", 101, 0), other.name)):
+            with pytest.raises(DriverError, match=f"may be active on {hv.name} only"):
+                call()
+        assert ssh(hv, "lvs --noheadings -o lv_name,lv_active t12-thin").stdout == before
+        assert "t12--thin" not in ssh(other, "dmsetup ls").stdout  # the other machine never opened it
+        # Never auto-activated: what a reboot or a udev event would do activates nothing of ours.
+        ssh(hv, "vgchange -q -aay t12-thin")
+        active = ssh(hv, "lvs --noheadings -o lv_name -S 'lv_active=active' t12-thin").stdout.split()
+        assert not [n for n in active if n.startswith("t12-")], active
+        with pytest.raises(DriverError, match="has 10 snapshot"):
+            b.delete_image(b.image_path("", 1))
+        b.delete_vm_disks("", 100)
+        left = ssh(hv, "lvs --noheadings -o lv_name t12-thin").stdout.split()
+        assert "t12-vm-100-disk-0" not in left and "t12-img-1" in left and len(left) == 22  # the VG goes below
+    finally:
+        ssh(hv, "vgchange -q -an t12-thin; vgremove -q -f t12-thin; pvremove -q -f $(cat /run/t12-loop); "
+                "losetup -d $(cat /run/t12-loop); rm -f /var/tmp/t12-pv.img /run/t12-loop", check=False)
+
+
+def test_iscsi_datastore_disk_through_the_hypervisors_kernel_initiator(vmlab):
+    """tgtd on a frontend exports a VM disk of an iSCSI datastore; the hypervisor's kernel
+    initiator (open-iscsi), logging in as the name the ACL holds, reads the image's data and
+    writes its own into the disk file; another initiator is refused at login."""
+    from appliance.storage.iscsi import IscsiBackend
+
+    hv, fe = vmlab.machine("cloud-hv01"), _holder(vmlab)
+    intruder = next(m for m in vmlab.FRONTENDS if m.name != fe.name)
+    portal = f"{fe.lan_ip}:3260"
+    ssh(fe, f"mkdir -p /var/tmp/t12-iscsi/images /var/tmp/t12-iscsi/vms && (setsid tgtd -f -C 7 --iscsi "
+            f"portal={portal} > /var/tmp/t12-iscsi/tgtd.log 2>&1 < /dev/null &) && "
+            "for i in $(seq 60); do tgtadm -C 7 --lld iscsi --mode target --op show >/dev/null 2>&1 && break; "
+            "sleep 0.5; done")
+    b = IscsiBackend(_runner(fe), "iqn.2026-12.lab.appliance", portal, control_port=7, prefix="t12-")
+    image, disk = "/var/tmp/t12-iscsi/images/1.raw", "/var/tmp/t12-iscsi/vms/5/disk.0.raw"
+    initiator = b.initiator(hv.name)
+    try:
+        b.create_image(image, 16)
+        ssh(fe, f"printf image-data | dd of={image} conv=notrunc,fsync status=none")
+        b.clone(image, disk, host=hv.name)
+        source = b.disk_source(disk, hv.name)
+        target = source.name.rsplit("/", 1)[0]
+        assert source.initiator == initiator
+        login = (f"iscsiadm -m iface -I t12 -o new >/dev/null; iscsiadm -m iface -I t12 -o update "
+                 f"-n iface.initiatorname -v {{name}} && iscsiadm -m node -o new -T {target} -p {portal} -I t12 "
+                 f">/dev/null && iscsiadm -m node -T {target} -p {portal} -I t12 --login")
+        for machine in (hv, intruder):
+            ssh(machine, "modprobe iscsi_tcp")  # what open-iscsi's service loads at boot
+        refused = ssh(intruder, login.format(name=b.initiator("intruder")), check=False)
+        # tgtd answers a login from outside the ACL with a fatal login reject (iscsiadm: 19, or 24 for
+        # an authorization failure); the target shows no session of it either way.
+        assert refused.returncode in (19, 24) and "Could not login" in refused.stderr, refused
+        assert b.initiator("intruder") not in ssh(fe, "tgtadm -C 7 --lld iscsi --mode target --op show").stdout
+        ssh(hv, login.format(name=initiator))
+        device = f"/dev/disk/by-path/ip-{portal}-iscsi-{target}-lun-1"
+        ssh(hv, f"for i in $(seq 60); do [ -b {device} ] && break; sleep 0.5; done; [ -b {device} ]")
+        assert ssh(hv, f"head -c 10 {device}").stdout == "image-data"
+        ssh(hv, f"printf guest-data | dd of={device} conv=fsync status=none")
+        ssh(hv, f"iscsiadm -m node -T {target} -p {portal} -I t12 --logout")
+        assert ssh(fe, f"head -c 10 {disk}").stdout == "guest-data"
+        assert ssh(fe, f"head -c 10 {image}").stdout == "image-data"
+    finally:
+        for machine in (hv, intruder):
+            ssh(machine, "iscsiadm -m node -I t12 --logout 2>/dev/null; iscsiadm -m node -I t12 -o delete "
+                         "2>/dev/null; iscsiadm -m iface -I t12 -o delete 2>/dev/null; true", check=False)
+        # -x: by process name (tgt.service is masked: the only tgtd is this one); -f would match
+        # this very command line and kill the shell before it cleans up.
+        ssh(fe, "pkill -KILL -x tgtd; rm -rf /var/tmp/t12-iscsi /var/run/tgtd/socket.7 "
+                "/var/run/tgtd/socket.7.lock", check=False)
 
 
 def _holder(vmlab):
