@@ -385,6 +385,8 @@ class Controller:
         due = [h for h in hosts if force or h.state == HostState.INIT or self._due(now - h.monitored_at)]
         for host in due:
             self._monitor_host(host, now)
+        if due:
+            self._monitor_caches([h.id for h in due], datastores)
         if force or due:
             for ds in datastores:
                 try:
@@ -397,6 +399,37 @@ class Controller:
                     current.total_mb, current.free_mb, current.monitored_at = total, free, now
                     self.store.datastores.update(tx, current)
         return len(due)
+
+    def _monitor_caches(self, host_ids: list[int], datastores: list) -> None:
+        """Each host's CACHE attribute ({"<image id>": fraction of the image its SSD cache holds}),
+        which the scheduler's CACHED rank reads: asked of every image datastore whose backend has a
+        cache, on the hosts just monitored. A host that cannot say keeps what it said before."""
+        with self.store.read() as tx:
+            hosts = [h for h in (self.store.hosts.get(tx, i) for i in host_ids) if h and h.state == HostState.MONITORED]
+            images = {ds.id: self.store.images.where(tx, "datastore_id = ? AND state = ?", (ds.id, "READY"))
+                      for ds in datastores if ds.kind == "image"}
+        for host in hosts:
+            report: dict[str, float] = {}
+            asked = False
+            for ds in datastores:
+                backend = self.backend_for(ds) if ds.id in images and images[ds.id] else None
+                if not hasattr(backend, "cached_images") or not getattr(backend, "cache_mb", 0):
+                    continue
+                by_path = {i.path: i for i in images[ds.id]}
+                try:
+                    held = backend.cached_images(host.name, {p: i.size_mb * 1024 * 1024 for p, i in by_path.items()})
+                except (DriverError, OSError) as exc:
+                    log.warning("host %s: SSD cache of datastore %s unknown: %s", host.name, ds.name, exc)
+                    continue
+                asked = True
+                report.update({str(by_path[p].id): round(f, 4) for p, f in held.items() if p in by_path and f > 0})
+            if not asked:
+                continue
+            with self.store.transaction() as tx:
+                current = self.store.hosts.require(tx, host.id)
+                if current.attributes.get("CACHE") != report:
+                    current.attributes = {**current.attributes, "CACHE": report}
+                    self.store.hosts.update(tx, current)
 
     def _due(self, age: float) -> bool:
         # A time in the future (a clock stepped back, a peer's clock ahead) counts as due, or a

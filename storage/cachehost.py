@@ -110,6 +110,30 @@ class CacheHost:
                   "exit 0; sleep 0.1; done; kill -9 $pid")
         self.runner.run(["sh", "-c", script], check=False, timeout=30)
 
+    def held(self, images: dict[str, int]) -> dict[str, float]:
+        """{image: fraction of its bytes this host's cache holds} for the `images` given (path ->
+        size in bytes), from the counters each service saved last; one command for all of them.
+        An image with no service, no state or a size of 0 is left out (nothing known is nothing held)."""
+        by_key = {key(image): image for image, size in images.items() if size > 0}
+        if not by_key:
+            return {}
+        if not _DIR.fullmatch(self.cache_dir):
+            raise DriverError(f"cache directory {self.cache_dir!r} must be an absolute plain path")
+        # One line per state file in the directory (not per image: a datastore may hold thousands):
+        # its key and the cached byte count; a state is JSON of up to a few MiB, only "stats" travel.
+        script = ("for f in " + shlex.quote(self.cache_dir) + "/img-*.state.json; do [ -r \"$f\" ] || continue; "
+                  "python3 -c 'import json,sys; s=json.load(open(sys.argv[1])).get(\"stats\", {}); "
+                  "print(sys.argv[2], int(s.get(\"cached_blocks\", 0)) * int(s.get(\"block\", 0)))' "
+                  "\"$f\" \"$(basename \"$f\" .state.json)\" 2>/dev/null; done; true")
+        out = self.runner.run(["sh", "-c", script], check=False, timeout=60).stdout
+        held = {}
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] in by_key and parts[1].isdigit():
+                image = by_key[parts[0]]
+                held[image] = min(1.0, int(parts[1]) / images[image])
+        return held
+
     def stats(self, image: str) -> dict:
         """The counters the service saved last (on its last flush or save): {} when there are none."""
         result = self.runner.run(["cat", "--", paths(self.cache_dir, image)["state"]], check=False, timeout=10)

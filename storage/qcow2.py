@@ -173,6 +173,13 @@ class Qcow2Backend(DirectoryLayout):
         from appliance.storage.cachehost import DEFAULT_DIR, CacheHost
         return CacheHost(self.host_runner(host), self.cache_dir or DEFAULT_DIR, self.cache_mb, trace=self.cache_trace)
 
+    def cached_images(self, host: str, images: dict[str, int]) -> dict[str, float]:
+        """What `host`'s SSD cache holds of each image (path -> size in bytes): the fraction of its
+        bytes, for the scheduler's CACHED. {} without a cache."""
+        if not self.cache_mb:
+            return {}
+        return self._cache(host).held(images)
+
     def _cached_backing(self, image: str) -> str:
         from appliance.storage.cachehost import DEFAULT_DIR, uri
         return uri(self.cache_dir or DEFAULT_DIR, image)

@@ -177,3 +177,67 @@ def test_an_image_made_again_at_the_same_path_is_never_served_from_the_old_file(
                            timeout=60)
     assert write.returncode != 0 or "fail" in (write.stdout + write.stderr).lower()  # read-only: the image is safe
     _stop_all(cache_dir)
+
+
+class _EmptyHost:
+    """A host whose cache directory holds nothing: every command answers with nothing."""
+
+    def run(self, argv, **kwargs):
+        from appliance.core.runner import Result
+        return Result(" ".join(argv), 0, "", "", "hv02")
+
+
+def test_monitoring_reports_what_each_hosts_cache_holds_and_cached_ranks_by_it(world, cache_dir):
+    """The producer of the scheduler's CACHED: each monitoring pass asks every cached image
+    datastore what the host's SSD cache holds of each image (the counters its service saved) and
+    keeps it as the host's CACHE attribute; a VM with rank CACHED then goes to the warm host."""
+    require_tool("nbdkit", "qemu-img", "qemu-io")
+    from appliance.core.actions.vms import VmSpec
+    from appliance.core.authz import SYSTEM
+
+    empty = _EmptyHost()
+    world.backend = Qcow2Backend(LocalRunner(), cache_mb=16, cache_dir=cache_dir,
+                                 host_runner=lambda host: empty if host == "hv02" else LocalRunner())
+    for name in ("hv01", "hv02"):
+        world.manager.hosts.create(SYSTEM, name, driver="fake")
+    for kind in ("images", "system"):
+        (world.tmp / kind).mkdir()
+    # (The world's one backend serves both datastores: the cached qcow2 above.)
+    images = world.manager.datastores.create(SYSTEM, "images", str(world.tmp / "images"), kind="image")
+    world.manager.datastores.create(SYSTEM, "system", str(world.tmp / "system"))
+    image = world.manager.images.create(SYSTEM, "base", images.id, size_mb=64, public=True)
+    world.controller.monitor_hosts(force=True)
+    hosts = {h.name: h for h in (world.manager.hosts.get(SYSTEM, i) for i in (1, 2))}
+    assert hosts["hv01"].attributes.get("CACHE") == {} and hosts["hv02"].attributes.get("CACHE") == {}
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x3c 0 8M", image.path], check=True, capture_output=True)
+    disk = world.backend.disk_path(str(world.tmp / "system"), 99, 0)
+    world.backend.clone(image.path, disk, host="hv01")  # a VM of this image ran on hv01 and read it
+    _read(disk, 0x3c, "8M")
+    _stop_all(cache_dir)  # the service saves its counters as it stops
+    world.clock.sleep(60)  # the next monitoring pass is due
+    world.controller.monitor_hosts()
+    hosts = {h.name: h for h in (world.manager.hosts.get(SYSTEM, i) for i in (1, 2))}
+    held = hosts["hv01"].attributes["CACHE"]
+    assert list(held) == [str(image.id)] and 0.125 <= held[str(image.id)] <= 0.2  # 8 of its 64 MiB, and metadata
+    assert hosts["hv02"].attributes["CACHE"] == {}
+    vm = world.manager.vms.create(SYSTEM, VmSpec("warm", cpu=0.1, memory=64, disks=[image.id], rank="CACHED"))[0]
+    world.settle()
+    assert world.manager.hosts.get(SYSTEM, world.vm(vm.id).host_id).name == "hv01"
+
+
+def test_a_cache_report_keeps_only_known_images_and_whole_numbers():
+    """What a host answers is data, not trust: lines for images not asked, garbage and counts above
+    the image's size are dropped or capped; an image of size 0 is never asked."""
+    from appliance.core.runner import Result
+
+    a, b = "/ds/images/1.qcow2", "/ds/images/2.qcow2"
+
+    class Host:
+        def run(self, argv, **kwargs):
+            lines = [f"{cachehost.key(a)} 1048576", f"{cachehost.key(b)} 999999999999", "img-ffff 5",
+                     f"{cachehost.key(a)} -3", "rm -rf /", ""]
+            return Result(" ".join(argv), 0, "\n".join(lines), "", "hv01")
+
+    held = CacheHost(Host(), "/var/cache/apl").held({a: 4 * 1048576, b: 1048576, "/ds/images/3.qcow2": 0})
+    assert held == {a: 0.25, b: 1.0}
+    assert CacheHost(Host(), "/var/cache/apl").held({"/ds/images/3.qcow2": 0}) == {}
