@@ -293,6 +293,7 @@ def _qemu_runs_with(machine, path: str) -> None:
                      "/run/t12-vm.pid) ] || break; sleep 0.2; done; rm -f /run/t12-vm.pid /run/t12-vm.qmp", check=False)
 
 
+@pytest.mark.vm_full_only  # make test-vm: CI's VM tier stays under its hour
 def test_lvm_thin_datastore_lives_on_its_pool_host_and_no_other_host_opens_the_pool(vmlab):
     """A thin datastore on the pool host's own VG (a loop device here): thin images and thin
     snapshots for real (device-mapper thin targets, thin_check at activation), a VM there opening
@@ -350,6 +351,7 @@ def test_lvm_thin_datastore_lives_on_its_pool_host_and_no_other_host_opens_the_p
                 "losetup -d $(cat /run/t12-loop); rm -f /var/tmp/t12-pv.img /run/t12-loop", check=False)
 
 
+@pytest.mark.vm_full_only  # make test-vm: CI's VM tier stays under its hour
 def test_iscsi_datastore_disk_through_the_hypervisors_kernel_initiator(vmlab):
     """tgtd on a frontend exports a VM disk of an iSCSI datastore; the hypervisor's kernel
     initiator (open-iscsi), logging in as the name the ACL holds, reads the image's data and
