@@ -83,6 +83,23 @@ MIGRATIONS: list[tuple[int, list[Any]]] = [
         "CREATE INDEX audit_at ON audit (at)",
         _user_bodies_with_roles,
     ]),
+    # Push monitoring (core/collector.py): compact samples, each agent's replay state and liveness,
+    # and the last state each host's agent saw of each VM.
+    (3, [
+        "CREATE TABLE mon_vm (vm_id BIGINT NOT NULL, host_id BIGINT NOT NULL, at BIGINT NOT NULL, "
+        "cpu INTEGER NOT NULL, mem_kb BIGINT NOT NULL, net_rx BIGINT NOT NULL, net_tx BIGINT NOT NULL, "
+        "span INTEGER NOT NULL DEFAULT 0)",
+        "CREATE INDEX mon_vm_at ON mon_vm (vm_id, at)",
+        "CREATE TABLE mon_host (host_id BIGINT NOT NULL, at BIGINT NOT NULL, cpu INTEGER NOT NULL, "
+        "mem_mb BIGINT NOT NULL, domains INTEGER NOT NULL, span INTEGER NOT NULL DEFAULT 0)",
+        "CREATE INDEX mon_host_at ON mon_host (host_id, at)",
+        "CREATE TABLE mon_agents (host_id BIGINT PRIMARY KEY, epoch BIGINT NOT NULL, seq BIGINT NOT NULL, "
+        "seen_at DOUBLE PRECISION NOT NULL, snapshot BIGINT NOT NULL, states_at DOUBLE PRECISION NOT NULL, "
+        "cpu_units BIGINT NOT NULL, memory_mb BIGINT NOT NULL, hypervisor VARCHAR(16) NOT NULL)",
+        "CREATE TABLE mon_vm_state (vm_id BIGINT PRIMARY KEY, host_id BIGINT NOT NULL, state VARCHAR(8) NOT NULL, "
+        "epoch BIGINT NOT NULL, snapshot BIGINT NOT NULL, at DOUBLE PRECISION NOT NULL)",
+        "CREATE INDEX mon_vm_state_host ON mon_vm_state (host_id)",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -145,7 +162,7 @@ class Tx:
         return self
 
     def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> "Tx":
-        self.cursor.executemany(self.db.sql(statement), [tuple(r) for r in rows])
+        self.cursor.executemany(self.db.sql(statement), rows if isinstance(rows, list) else list(rows))
         return self
 
     def all(self) -> list[tuple]:

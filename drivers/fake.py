@@ -43,6 +43,12 @@ class FakeHypervisor:
         self._check("domains")
         return {name: d["state"] for name, d in self._load().items()}
 
+    def domain_stats(self) -> dict[str, tuple[int, int, int, int]]:
+        """Running domains' (cpu ns, memory KiB, rx, tx): a domain's "cpu_ns" grows only if a test sets it."""
+        self._check("domain_stats")
+        return {name: (int(d.get("cpu_ns", 0)), int(d.get("mem_kb", 0)), 0, 0)
+                for name, d in self._load().items() if d["state"] == "running"}
+
     def domain_state(self, name: str) -> str | None:
         domain = self._load().get(name)
         return domain["state"] if domain else None
