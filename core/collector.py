@@ -17,6 +17,7 @@ flood of forged datagrams must not become a flood of log lines).
 from __future__ import annotations
 
 import logging
+import re
 import select
 import socket
 import threading
@@ -75,28 +76,43 @@ class AgentState:
 
 @dataclass
 class Batch:
+    # VM records stay as the datagram carried them, (host, at, payload): decoded row by row only
+    # while the flush inserts them, so millions of row tuples never sit in memory (the garbage
+    # collector's full passes over them cost more than the decoding itself).
     vm: list = field(default_factory=list)
+    vm_records: int = 0
     host: list = field(default_factory=list)
     states: list = field(default_factory=list)
+    snapshots: dict = field(default_factory=dict)  # host id -> its newest complete domain list
     agents: dict = field(default_factory=dict)  # host id -> AgentState (those touched)
     since: float = 0.0  # monotonic time its first datagram arrived
 
     def __len__(self) -> int:
-        return len(self.vm) + len(self.host) + len(self.states) + len(self.agents)
+        return self.vm_records + len(self.host) + len(self.states) + len(self.agents) + len(self.snapshots)
+
+    def vm_rows(self):
+        unpack = wire.VM_RECORD.iter_unpack
+        for host, at, payload in self.vm:
+            tail = (host, at)
+            for record in unpack(payload):
+                yield record + tail
 
 
 class Collector:
-    def __init__(self, db: Database, secret: bytes, *, batch_rows: int = 50_000, flush_interval: float = 0.25,
+    def __init__(self, db: Database, secret: bytes, *, backlog_records: int = 5_000_000, flush_interval: float = 0.25,
                  wall=time.time, monotonic=time.monotonic):
         if len(secret) < 16:
             raise ValueError("the monitoring secret must be at least 16 bytes")
         self.db = db
         self._secret = secret
         self._keys: dict[int, bytes] = {}
-        self.batch_rows, self.flush_interval = batch_rows, flush_interval
+        # backlog_records: VM records kept while the database is away (a failover of the pair's
+        # MariaDB takes tens of seconds); ~40 bytes each, so the default holds ~200 MB at most.
+        self.backlog_records, self.flush_interval = backlog_records, flush_interval
         self.wall, self.monotonic = wall, monotonic
         self.counters = {"datagrams": 0, "accepted": 0, "vm_records": 0, "host_records": 0, "state_records": 0,
-                         "flushes": 0, "rows_stored": 0, "flush_errors": 0, **{f"dropped_{r}": 0 for r in REASONS}}
+                         "flushes": 0, "rows_stored": 0, "flush_errors": 0, "dropped_db_backlog": 0,
+                         **{f"dropped_{r}": 0 for r in REASONS}}
         self.flush_seconds_last = 0.0
         self.flush_seconds_max = 0.0
         self.latency_seconds_max = 0.0  # arrival of a batch's first datagram to its commit
@@ -169,8 +185,8 @@ class Collector:
         at, host = int(wall), header.host_id
         kind = header.kind
         if kind == wire.VM_MONITOR:
-            batch.vm.extend([(vm, host, at, cpu, mem, rx, tx) for vm, cpu, mem, rx, tx in
-                             wire.VM_RECORD.iter_unpack(payload)])
+            batch.vm.append((host, at, bytes(payload)))
+            batch.vm_records += header.count
             self.counters["vm_records"] += header.count
         elif kind == wire.HOST:
             cpu, mem, domains = wire.HOST_RECORD.unpack(payload)
@@ -178,7 +194,8 @@ class Collector:
             self.counters["host_records"] += 1
         elif kind == wire.SYSTEM:
             agent.cpu_units, agent.memory_mb, name = wire.SYSTEM_RECORD.unpack(payload)
-            agent.hypervisor = name.rstrip(b"\0").decode("ascii", "replace")
+            # it reaches the host's HYPERVISOR attribute (placement expressions): a plain word only
+            agent.hypervisor = re.sub(r"[^A-Za-z0-9._-]", "", name.rstrip(b"\0").decode("ascii", "replace"))
         elif kind == wire.VM_STATE:
             self._state_part(agent, header, payload, wall)
         return True
@@ -199,10 +216,13 @@ class Collector:
                              for vm, code in wire.STATE_RECORD.iter_unpack(payload[wire.STATE_PREFIX.size:])]
         self.counters["state_records"] += header.count
         if len(agent.parts) == parts:
+            # One number for (epoch, snapshot): a restarted agent's first list is newer than any before it.
+            combined = (header.epoch << 32) | snapshot
             for index in range(parts):
-                self._batch.states.extend((vm, agent.host_id, state, header.epoch, snapshot, wall)
+                self._batch.states.extend((vm, agent.host_id, state, header.epoch, combined, wall)
                                           for vm, state in agent.parts[index])
-            agent.snapshot, agent.states_at, agent.parts = snapshot, wall, {}
+            agent.snapshot, agent.states_at, agent.parts = combined, wall, {}
+            self._batch.snapshots[agent.host_id] = combined
 
     def drain(self, sock: socket.socket, limit: int = 100_000) -> int:
         """Read every datagram waiting on `sock` (up to `limit`), without blocking."""
@@ -227,8 +247,8 @@ class Collector:
 
     def flush(self) -> int:
         """Store everything pending in one transaction; returns the rows stored. On a database
-        error the batch is kept and retried (up to 4x batch_rows; beyond that the oldest samples go,
-        counted, so a dead database cannot exhaust the node's memory)."""
+        error the batch is kept and retried (up to backlog_records VM records; beyond that the oldest
+        samples go, counted, so a dead database cannot exhaust the node's memory)."""
         with self._lock:
             batch, self._batch = self._batch, Batch()
         if not len(batch):
@@ -237,14 +257,17 @@ class Collector:
         try:
             with self.db.transaction() as tx:
                 if batch.vm:
-                    tx.executemany("INSERT INTO mon_vm (vm_id, host_id, at, cpu, mem_kb, net_rx, net_tx) "
-                                   "VALUES (?, ?, ?, ?, ?, ?, ?)", batch.vm)
+                    tx.insert_ints("mon_vm", ("vm_id", "cpu", "mem_kb", "net_rx", "net_tx", "host_id", "at"),
+                                   batch.vm_rows())
                 if batch.host:
                     tx.executemany("INSERT INTO mon_host (host_id, at, cpu, mem_mb, domains) VALUES (?, ?, ?, ?, ?)",
                                    batch.host)
                 if batch.states:
                     tx.executemany("REPLACE INTO mon_vm_state (vm_id, host_id, state, epoch, snapshot, at) "
                                    "VALUES (?, ?, ?, ?, ?, ?)", batch.states)
+                if batch.snapshots:  # only each host's newest list stays (a VM that left, a host now empty)
+                    tx.executemany("DELETE FROM mon_vm_state WHERE host_id = ? AND snapshot <> ?",
+                                   list(batch.snapshots.items()))
                 with self._lock:
                     agents = [a.row() for a in batch.agents.values()]
                 tx.executemany("REPLACE INTO mon_agents (host_id, epoch, seq, seen_at, snapshot, states_at, "
@@ -269,12 +292,14 @@ class Collector:
         with self._lock:
             newer = self._batch
             newer.vm[:0], newer.host[:0], newer.states[:0] = batch.vm, batch.host, batch.states
+            newer.snapshots = {**batch.snapshots, **newer.snapshots}
+            newer.vm_records += batch.vm_records
             newer.agents = {**batch.agents, **newer.agents}
             newer.since = batch.since or newer.since
-            excess = len(newer.vm) - 4 * self.batch_rows
-            if excess > 0:
-                del newer.vm[:excess]
-                self.counters["dropped_db_backlog"] = self.counters.get("dropped_db_backlog", 0) + excess
+            while newer.vm and newer.vm_records > self.backlog_records:  # the oldest datagrams go first
+                count = len(newer.vm.pop(0)[2]) // wire.VM_RECORD.size
+                newer.vm_records -= count
+                self.counters["dropped_db_backlog"] += count
 
     # -- running --------------------------------------------------------------------------------
     def bind(self, address: str = "0.0.0.0", port: int = DEFAULT_PORT, rcvbuf: int = 32 << 20) -> tuple[str, int]:

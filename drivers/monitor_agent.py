@@ -41,8 +41,8 @@ def next_epoch(state_file: Path, at_least: int = 0) -> int:
         raise DriverError(f"{state_file} does not hold an epoch number: remove it and start with "
                           f"--min-epoch above the collector's (appliance host show names it)") from None
     epoch = max(stored + 1, at_least)
-    if epoch >= 2 ** 32:
-        raise DriverError(f"epoch {epoch} is past 2^32")
+    if epoch >= 2 ** 31:  # (epoch << 32 | snapshot) is stored in a signed 64-bit column
+        raise DriverError(f"epoch {epoch} is past 2^31")
     tmp = state_file.with_name(state_file.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="appliance-monitor-agent")
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--min-epoch", type=int, default=0)
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="stop when the process that started it is gone (a fake host's agent, run by the manager)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
@@ -205,6 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if args.exit_with_parent:
+        parent = os.getppid()
+
+        def orphaned() -> None:
+            while not stop.wait(0.5):
+                if os.getppid() != parent:
+                    stop.set()
+        threading.Thread(target=orphaned, daemon=True).start()
     try:
         agent.run(stop)
     except KeyboardInterrupt:

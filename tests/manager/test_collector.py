@@ -46,6 +46,14 @@ def _running(hv: FakeHypervisor, *vms: int) -> None:
         hv.ensure_running(DomainSpec(name=f"appliance-{vm}", vcpu=1, memory_mb=64))
 
 
+def _rig(database, *vms: int) -> tuple:
+    """Two hosts, a collector, a fake hypervisor running `vms`, and the list an agent sends into."""
+    host, other = _hosts(database)
+    hv = FakeHypervisor()
+    _running(hv, *vms)
+    return host, other, Collector(database, SECRET), hv, []
+
+
 def test_agent_datagrams_reach_the_tables_over_real_udp(database, tmp_path):
     host, _ = _hosts(database)
     collector = Collector(database, SECRET, flush_interval=0.05)
@@ -73,11 +81,7 @@ def test_agent_datagrams_reach_the_tables_over_real_udp(database, tmp_path):
 
 
 def test_forged_replayed_truncated_oversized_and_unknown_are_counted_and_never_stored(database, tmp_path):
-    host, other = _hosts(database)
-    collector = Collector(database, SECRET)
-    hv = FakeHypervisor()
-    _running(hv, 1)
-    sent: list[bytes] = []
+    host, other, collector, hv, sent = _rig(database, 1)
     _agent(hv, host, tmp_path, sent).usage()
     good = sent[0]
     header = wire.peek(good)
@@ -110,11 +114,7 @@ def test_forged_replayed_truncated_oversized_and_unknown_are_counted_and_never_s
 
 
 def test_a_new_collector_after_failover_accepts_no_replay_of_what_its_predecessor_stored(database, tmp_path):
-    host, _ = _hosts(database)
-    first = Collector(database, SECRET)
-    hv = FakeHypervisor()
-    _running(hv, 3)
-    sent: list[bytes] = []
+    host, _, first, hv, sent = _rig(database, 3)
     agent = _agent(hv, host, tmp_path, sent)
     for _ in range(5):
         agent.usage()
@@ -136,11 +136,7 @@ def test_a_new_collector_after_failover_accepts_no_replay_of_what_its_predecesso
 
 
 def test_a_restarted_agent_resumes_and_a_lost_epoch_file_is_refused_until_min_epoch(database, tmp_path):
-    host, _ = _hosts(database)
-    collector = Collector(database, SECRET)
-    hv = FakeHypervisor()
-    _running(hv, 1)
-    sent: list[bytes] = []
+    host, _, collector, hv, sent = _rig(database, 1)
     for _ in range(3):  # three runs: each starts above the last
         agent = _agent(hv, host, tmp_path, sent)
         agent.usage()
@@ -156,11 +152,7 @@ def test_a_restarted_agent_resumes_and_a_lost_epoch_file_is_refused_until_min_ep
 
 
 def test_a_clock_step_on_the_host_loses_no_sample(database, tmp_path, monkeypatch):
-    host, _ = _hosts(database)
-    collector = Collector(database, SECRET)
-    hv = FakeHypervisor()
-    _running(hv, 5)
-    sent: list[bytes] = []
+    host, _, collector, hv, sent = _rig(database, 5)
     agent = _agent(hv, host, tmp_path, sent)
     real = time.time
     for step in (0, -3600, +7200, -86400):  # the host's wall clock jumps around between cycles
@@ -210,11 +202,7 @@ def test_a_large_host_splits_its_lists_and_a_state_list_with_a_lost_part_changes
 
 
 def test_a_failed_flush_keeps_the_batch_for_the_next(database, tmp_path):
-    host, _ = _hosts(database)
-    collector = Collector(database, SECRET)
-    hv = FakeHypervisor()
-    _running(hv, 1, 2)
-    sent: list[bytes] = []
+    host, _, collector, hv, sent = _rig(database, 1, 2)
     _agent(hv, host, tmp_path, sent).usage()
     for datagram in sent:
         collector.handle(datagram)
@@ -278,3 +266,71 @@ def test_the_collector_drains_a_burst_over_udp_without_loss(database, tmp_path):
         sock.close()
     assert _rows(database, "mon_vm") == records
     assert collector.counters["flushes"] < collector.counters["accepted"] / 10  # batched, not per datagram
+
+
+def test_only_each_hosts_newest_domain_list_is_kept(database, tmp_path):
+    host, other, collector, hv, sent = _rig(database, 1, 2)
+    agent = _agent(hv, host, tmp_path, sent)
+    agent.states(force=True)
+    hv.ensure_absent("appliance-1")
+    agent.states()
+    hv.ensure_absent("appliance-2")  # the host is empty now: an empty list must still clear it
+    agent.states()
+    for datagram in sent:
+        collector.handle(datagram)
+        collector.flush()
+    assert _rows(database, "mon_vm_state") == 0
+
+
+def test_the_agents_config_errors_name_the_field_the_value_and_the_fix(tmp_path):
+    from appliance.drivers.monitor_agent import load_config
+
+    key = tmp_path / "key"
+    key.write_text("00" * 32)
+    key.chmod(0o600)
+    good = (f'host_id = 3\ncollector = "10.0.0.10:4124"\nkey_file = "{key}"\nstate_file = "{tmp_path}/e"\n'
+            f'uri = "qemu:///system"\n')
+    config = tmp_path / "agent.toml"
+    config.write_text(good)
+    assert load_config(config)["collector_address"] == ("10.0.0.10", 4124)
+    for text, words in ((good.replace("10.0.0.10:4124", "10.0.0.10"), "collector '10.0.0.10' is not address:port"),
+                        (good.replace("host_id = 3", 'host_id = "3"'), "host_id must be a int"),
+                        (good + "interval = 0\n", "interval = 0 must be between"),
+                        ("host_id = ", "agent.toml")):
+        config.write_text(text)
+        with pytest.raises(DriverError, match=words):
+            load_config(config)
+    config.write_text(good)
+    key.chmod(0o644)
+    with pytest.raises(DriverError, match="chmod 600"):
+        load_config(config)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "mariadb"])
+def test_the_monitoring_migration_killed_after_any_step_resumes(request, tmp_path, kind):
+    """Migration 3 (the monitoring tables) killed after each step, as Pacemaker's start timeout
+    would: the next start finishes it and the collector works."""
+    from appliance.core import db as dbmod
+    from appliance.core.db import SqliteDatabase, migrate
+
+    class Killed(Exception):
+        pass
+
+    steps = len(dict(dbmod.MIGRATIONS)[3])
+    for crash_at in range(steps):
+        db = SqliteDatabase(str(tmp_path / f"m{crash_at}.db")) if kind == "sqlite" else \
+            request.getfixturevalue("mariadb").database()
+
+        def crash(version, index, at=crash_at):
+            if version == 3 and index == at:
+                raise Killed()
+        with pytest.raises(Killed):
+            migrate(db, after_step=crash)
+        db.close()
+        migrate(db)
+        host, _, collector, hv, sent = _rig(db, 1)
+        _agent(hv, host, tmp_path, sent).cycle()
+        assert all(collector.handle(d) for d in sent) and collector.flush() > 0, (kind, crash_at)
+        assert _rows(db, "mon_vm") == 1 and _rows(db, "mon_vm_state") == 1
+        (tmp_path / f"epoch-{host}").unlink()
+        db.close()
