@@ -47,6 +47,9 @@ class Settings:
     resubmit_on_host_error: bool = True
     schedule_batch: int = 5000
     quarantine_days: float = 7.0  # orphan disks wait this long in <datastore>/quarantine before deletion
+    # Push monitoring: a VM leaves BOOT only when its host's agent reports the domain running
+    # (core/monitoring.py), not when the start call returned.
+    confirm_boot: bool = False
 
 
 class Controller:
@@ -59,6 +62,8 @@ class Controller:
         self.hooks = hooks
         self.clock = clock
         self.settings = settings or Settings()
+        self.push = None  # a core.monitoring.PushMonitor: hosts' agents report instead of being polled
+        self._datastores_at = float("-inf")
         if self.settings.resubmit_on_host_error:
             hooks.register("HOST:ERROR", self._resubmit_host_vms)
 
@@ -74,14 +79,17 @@ class Controller:
         with self.store.read() as tx:
             ids = [r[0] for r in tx.execute(
                 "SELECT id FROM vms WHERE state IN (?, ?, ?, ?, ?) ORDER BY id", tuple(sorted(TRANSIENT))).all()]
+        waiting = 0
         for vm_id in ids:
             try:
-                self.advance(vm_id)
+                after = self.advance(vm_id)
+                # started and waiting for its host's report: not work that makes the loop spin again
+                waiting += after is not None and self._awaits_monitoring(after)
             except Exception as exc:  # a database hiccup (deadlock, failover) on one VM: the others go on
                 if not self.store.db.transient(exc):
                     raise
                 log.warning("VM %d: the database failed its step (%s); it runs again next pass", vm_id, exc)
-        return len(ids)
+        return len(ids) - waiting
 
     # -- recovery --------------------------------------------------------------------------------
     def reconcile(self) -> list[str]:
@@ -92,7 +100,7 @@ class Controller:
         for vm in in_flight:
             before = f"VM {vm.id} found in {vm.state}" + (f" ({vm.intent})" if vm.intent else "")
             after = self.advance(vm.id)
-            while after is not None and after.state in TRANSIENT:
+            while after is not None and after.state in TRANSIENT and not self._awaits_monitoring(after):
                 after = self.advance(vm.id)
             outcome = after.state if after else "gone"
             decisions.append(f"{before}: re-ran the step, now {outcome}" +
@@ -164,6 +172,9 @@ class Controller:
         return decisions
 
     # -- the steps -------------------------------------------------------------------------------
+    def _awaits_monitoring(self, vm: VM) -> bool:
+        return vm.state == S.BOOT and self.settings.confirm_boot
+
     def advance(self, vm_id: int) -> VM | None:
         """Run the step of the VM's transient state once; persist where it leads (or FAILED)."""
         with self.store.read() as tx:
@@ -174,6 +185,8 @@ class Controller:
         try:
             {S.PROLOG: self._prolog, S.BOOT: self._boot, S.SHUTDOWN: self._shutdown, S.EPILOG: self._epilog,
              S.MIGRATE: self._migrate}[state](vm)
+            if self._awaits_monitoring(vm):
+                return vm  # started (idempotently, again each pass); RUNNING when its host's agent says so
             target = NEXT[(state, intent)]
             if state == S.MIGRATE:
                 vm.host_id, vm.target_host_id = vm.target_host_id, None
@@ -382,23 +395,33 @@ class Controller:
         with self.store.read() as tx:
             hosts = self.store.hosts.where(tx, "state <> ?", (HostState.OFFLINE,))
             datastores = self.store.datastores.where(tx)
+        if self.push is not None:  # the agents report hosts and VMs; datastores are still asked here
+            due = self.push.run_once()
+            if force or self._due(now - self._datastores_at):
+                self._datastores_at = now
+                self._monitor_caches([h.id for h in hosts], datastores)
+                self._monitor_datastores(datastores, now)
+            return due
         due = [h for h in hosts if force or h.state == HostState.INIT or self._due(now - h.monitored_at)]
         for host in due:
             self._monitor_host(host, now)
         if due:
             self._monitor_caches([h.id for h in due], datastores)
         if force or due:
-            for ds in datastores:
-                try:
-                    total, free = self.backend_for(ds).capacity(ds.path)
-                except (DriverError, OSError) as exc:
-                    log.warning("datastore %s: capacity unknown: %s", ds.name, exc)
-                    continue
-                with self.store.transaction() as tx:
-                    current = self.store.datastores.require(tx, ds.id)
-                    current.total_mb, current.free_mb, current.monitored_at = total, free, now
-                    self.store.datastores.update(tx, current)
+            self._monitor_datastores(datastores, now)
         return len(due)
+
+    def _monitor_datastores(self, datastores: list, now: float) -> None:
+        for ds in datastores:
+            try:
+                total, free = self.backend_for(ds).capacity(ds.path)
+            except (DriverError, OSError) as exc:
+                log.warning("datastore %s: capacity unknown: %s", ds.name, exc)
+                continue
+            with self.store.transaction() as tx:
+                current = self.store.datastores.require(tx, ds.id)
+                current.total_mb, current.free_mb, current.monitored_at = total, free, now
+                self.store.datastores.update(tx, current)
 
     def _monitor_caches(self, host_ids: list[int], datastores: list) -> None:
         """Each host's CACHE attribute ({"<image id>": fraction of the image its SSD cache holds}),
