@@ -67,6 +67,8 @@ class Role(str, enum.Enum):
 
 COLUMNS = {
     "host": ("id", "name", "state", "driver", "cpu_total", "mem_total", "uri"),
+    "host_samples": ("at", "span", "cpu", "mem_mb", "domains"),
+    "vm_samples": ("at", "span", "cpu", "mem_kb", "net_rx", "net_tx"),
     "datastore": ("id", "name", "kind", "backend", "total_mb", "free_mb", "path"),
     "image": ("id", "name", "state", "datastore_id", "size_mb", "persistent", "owner_id", "shared", "path"),
     "vnet": ("id", "name", "bridge", "ranges"),
@@ -247,7 +249,33 @@ def _crud(kind: str, app: typer.Typer, verbs: tuple[str, ...] = ("list", "show",
             """List every one (follows pagination)."""
             _call(as_json, kind, _api(url, ca, token_file), lambda c: list(c.all(collection)), many=True)
 
-    if "show" in verbs:
+    if "show" in verbs and kind in ("host", "vm"):
+        @app.command("show")
+        def show_monitored(ident: int, url: Url = None, ca: Ca = None, token_file: TokenFile = None,
+                           as_json: AsJson = False,
+                           history: Annotated[bool, typer.Option("--history", help="also its usage samples")] = False,
+                           since: Annotated[float, typer.Option("--since", min=1, max=400 * 86400,
+                                                                help="history of the last SECONDS")] = 3600) -> None:
+            """Show one by id; --history adds its monitoring samples (raw, then 5-minute and hourly rows)."""
+            api = _api(url, ca, token_file)
+            if not history:
+                _call(as_json, kind, api, lambda c: c.get(f"/{collection}/{ident}"))
+                return
+
+            def both(c: Client) -> dict:
+                return {kind: c.get(f"/{collection}/{ident}"),
+                        "history": c.get(f"/{collection}/{ident}/monitoring", since=int(time.time() - since),
+                                         limit=10000)}
+            result = _run(as_json, api, both)
+            if result is None:
+                return
+            if as_json:
+                print(json.dumps(result, indent=2, sort_keys=True))
+                return
+            _show(kind, [result[kind]], False)
+            print()
+            _show(f"{kind}_samples", result["history"], False)
+    elif "show" in verbs:
         @app.command("show")
         def show(ident: int, url: Url = None, ca: Ca = None, token_file: TokenFile = None,
                  as_json: AsJson = False) -> None:

@@ -92,12 +92,27 @@ class HostsConfig(_Section):
     ssh_user: str = Field("root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")  # for qemu+tls:// hosts
 
 
+class MonitoringConfig(_Section):
+    """pull: the manager asks each host's libvirt (the embedded default); push: hosts' agents report
+    over UDP to the collector (core/collector.py), which the manager probes over SSH when silent."""
+    mode: Literal["pull", "push"] = "pull"
+    bind: str = "0.0.0.0"  # the wildcard: the pair's floating address arrives on whichever node is active
+    port: int = Field(4124, ge=1, le=65535)
+    collector: str = Field("", pattern=r"^$|^[A-Za-z0-9.-]{1,253}:[0-9]{1,5}$")  # what agents send to
+    interval: float = Field(30.0, ge=1, le=3600)
+    silent_cycles: int = Field(3, ge=1, le=100)
+    secret_file: Optional[str] = None  # default: <state_dir>/monitoring.secret (made 0600 on first use)
+    agent_python: str = Field("python3", pattern=r"^[A-Za-z0-9._/-]{1,255}$")
+    agent_uri: str = Field("qemu:///system", pattern=r"^[a-z+]{1,32}://[A-Za-z0-9._/:@-]*$")
+
+
 class ServeConfig(_Section):
     database: DatabaseConfig = DatabaseConfig()
     api: ApiConfig = ApiConfig()
     paths: PathsConfig = PathsConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     hosts: HostsConfig = HostsConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     hooks: list[HookConfig] = Field(default_factory=list)
 
 
@@ -129,6 +144,49 @@ class Service:
     hooks: Hooks
     wake_event: threading.Event
     stop_event: threading.Event
+    collector: Any = None  # core.collector.Collector in push mode
+
+    def start_collector(self) -> None:
+        if self.collector is not None:
+            m = self.config.monitoring
+            address = self.collector.bind(m.bind, m.port)
+            self.collector.start()
+            log.warning("monitoring: collector listening on %s:%d", *address)
+
+    def metrics(self) -> bytes:
+        from appliance.core.metrics import exposition
+
+        return exposition(self.store, self.collector, self.ha_facts)
+
+    def ha_facts(self) -> dict:
+        """This node's part of the pair, read where it runs: the manager runs on the active node."""
+        import socket
+
+        from appliance.runner.local import LocalRunner
+        from appliance.verify import drbd_state, replication
+
+        facts: dict = {"node": socket.gethostname(), "active": True, "drbd": {}, "replication": None}
+        runner = LocalRunner()
+        try:
+            facts["drbd"] = drbd_state(runner)
+        except OSError:
+            pass
+        if self.config.database.backend == "mysql":
+            try:
+                with self.store.read() as tx:
+                    tx.execute("SHOW SLAVE STATUS")
+                    names = [d[0] for d in tx.cursor.description or ()]
+                    row = tx.one()
+                fields = dict(zip(names, row)) if row else {}
+                facts["replication"] = {"io": fields.get("Slave_IO_Running"), "sql": fields.get("Slave_SQL_Running"),
+                                        "lag": str(fields.get("Seconds_Behind_Master") or "")}
+            except Exception as exc:  # noqa: BLE001 (no REPLICATION CLIENT grant: the metric is absent, said once)
+                log.debug("replication state unknown: %s", exc)
+        return facts
+
+    def stop_collector(self) -> None:
+        if self.collector is not None:
+            self.collector.stop()
 
     @property
     def token_file(self) -> Path:
@@ -217,7 +275,36 @@ def build(config: ServeConfig) -> Service:
     controller = Controller(store, hypervisor_for, backend_for, hooks, SystemClock(), settings)
     manager = Manager(store, backend_for, wake=wake_event.set, datastore_paths=PathPolicy(datastore_roots),
                       import_paths=PathPolicy(import_roots), backend_types=storage_registry.TYPES)
-    return Service(config, state_dir, store, manager, controller, hooks, wake_event, stop_event)
+    collector = _push_monitoring(config, state_dir, store, controller, host_runner) \
+        if config.monitoring.mode == "push" else None
+    return Service(config, state_dir, store, manager, controller, hooks, wake_event, stop_event, collector)
+
+
+def _push_monitoring(config: ServeConfig, state_dir: Path, store: Store, controller: Controller, host_runner) -> Any:
+    from appliance.core.collector import Collector
+    from appliance.core.monitoring import PushMonitor, PushSettings
+    from appliance.monitor_service import load_secret, make_probe
+
+    m = config.monitoring
+    if not m.collector:
+        raise ReportError([Report("CONFIG_INVALID", "push monitoring needs the address agents send to",
+                                  path="monitoring.collector", value=m.collector,
+                                  fix="the pair's SAN floating address and the port, e.g. \"10.0.0.10:4124\"")])
+    try:
+        secret = load_secret(Path(m.secret_file) if m.secret_file else state_dir / "monitoring.secret")
+    except DriverError as exc:
+        raise ReportError([Report("CONFIG_INVALID", str(exc), path="monitoring.secret_file")]) from None
+
+    def last_epoch(host_id: int) -> int:
+        with store.read() as tx:
+            row = tx.execute("SELECT epoch FROM mon_agents WHERE host_id = ?", (host_id,)).one()
+        return int(row[0]) if row else 0
+
+    probe = make_probe(host_runner, secret, m.collector, m.interval, m.agent_python, last_epoch, m.agent_uri,
+                       state_dir)
+    controller.settings.confirm_boot = True
+    controller.push = PushMonitor(controller, probe, PushSettings(m.interval, m.silent_cycles))
+    return Collector(store.db, secret)
 
 
 def serve(config_path: Path | None, bind: str | None = None, port: int | None = None, log_format: str = "text",
@@ -233,9 +320,10 @@ def serve(config_path: Path | None, bind: str | None = None, port: int | None = 
     service.ensure_admin()
     for decision in service.reconcile():
         log.warning("startup: %s", decision)
+    service.start_collector()
     worker = threading.Thread(target=service.loop, name="controller", daemon=True)
     worker.start()
-    app = create_app(service.manager)
+    app = create_app(service.manager, metrics=service.metrics)
     try:
         uvicorn.run(app, host=bind or config.api.bind, port=port or config.api.port, log_config=log_config,
                     log_level="info" if access_log else "warning", access_log=access_log)
@@ -243,5 +331,6 @@ def serve(config_path: Path | None, bind: str | None = None, port: int | None = 
         service.stop_event.set()
         service.wake_event.set()
         worker.join(timeout=30)
+        service.stop_collector()
         service.hooks.close()
         service.store.db.close()

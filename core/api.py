@@ -280,7 +280,9 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(manager: Manager) -> FastAPI:
+def create_app(manager: Manager, metrics: Optional[Any] = None) -> FastAPI:
+    """metrics: a callable returning the Prometheus exposition (the service's, with its collector);
+    by default the database's facts alone (core/metrics.py)."""
     app = FastAPI(title="appliance manager", version="1", openapi_url=f"{PREFIX}/openapi.json",
                   docs_url=f"{PREFIX}/docs", redoc_url=None,
                   description="Hosts, datastores, images, networks and VMs of an appliance cloud. Every operation "
@@ -366,6 +368,26 @@ def create_app(manager: Manager) -> FastAPI:
     @app.get(f"{PREFIX}/vms/{{ident}}/history", responses=ERRORS, operation_id="vm_history")
     def vm_history(who: Who, ident: Id) -> list[dict[str, Any]]:
         return manager.vms.history(who, ident)
+
+    Since = Annotated[int, Query(ge=0, le=2 ** 40, description="UTC epoch seconds")]
+    SampleLimit = Annotated[int, Query(ge=1, le=10000)]
+
+    @app.get(f"{PREFIX}/vms/{{ident}}/monitoring", responses=ERRORS, operation_id="vm_monitoring",
+             summary="The VM's usage samples since a time, oldest first (raw, then 5-minute and hourly rows)")
+    def vm_monitoring(who: Who, ident: Id, since: Since = 0, limit: SampleLimit = 1000) -> list[dict[str, Any]]:
+        return manager.vms.monitoring(who, ident, since, limit)
+
+    @app.get(f"{PREFIX}/hosts/{{ident}}/monitoring", responses=ERRORS, operation_id="host_monitoring",
+             summary="The host's usage samples since a time, oldest first")
+    def host_monitoring(who: Who, ident: Id, since: Since = 0, limit: SampleLimit = 1000) -> list[dict[str, Any]]:
+        return manager.hosts.monitoring(who, ident, since, limit)
+
+    @app.get("/metrics", operation_id="metrics", include_in_schema=False)
+    def prometheus_metrics(who: Who) -> Response:
+        from .metrics import exposition
+
+        body = metrics() if metrics is not None else exposition(manager.store)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get(f"{PREFIX}/vnets/{{ident}}/leases", responses=ERRORS, operation_id="vnet_leases")
     def vnet_leases(who: Who, ident: Id) -> list[dict[str, Any]]:

@@ -98,6 +98,9 @@ RULES: dict[str, Rule] = {
     "create_token": Rule(EVERYONE, ""),  # for oneself; administrators for anyone
     "revoke_token": Rule(EVERYONE, ""),  # one's own; administrators any
     "list_audit": Rule(READERS, "the audit log names every user's actions"),
+    "metrics": Rule(READERS, "the metrics name every host and datastore"),
+    "host_monitoring": Rule(READERS, "hosts are infrastructure"),
+    "vm_monitoring": Rule(EVERYONE, ""),  # whoever may read the VM (checked on the VM)
 }
 # VM actions only an administrator may take: they pick hosts or assert what happened on one.
 ADMIN_VM_ACTIONS = frozenset({"deploy", "migrate", "recover"})

@@ -14,6 +14,7 @@ qemu-system-x86 debootstrap e2fsprogs
 nfs-ganesha nfs-ganesha-vfs libnfs-utils
 moosefs-master moosefs-chunkserver moosefs-client fuse3
 tgt libiscsi-bin nbdkit nbdkit-plugin-python
+prometheus
 libvirt-dev libvirt-daemon pkg-config gcc python3-dev
 "
 

@@ -44,6 +44,14 @@ class Hosts:
         with self.env.store.read() as tx:
             return self.env.store.hosts.page(tx, after, limit)
 
+    def monitoring(self, actor: Actor, ident: int, since: int, limit: int) -> list[dict]:
+        """The host's usage samples from `since` (UTC epoch seconds), oldest first (core/history.py)."""
+        from ..history import samples
+
+        with self.env.store.read() as tx:
+            self.env.store.hosts.require(tx, ident)
+            return samples(tx, "host", ident, since, limit)
+
     def action(self, actor: Actor, ident: int, action: str) -> Host:
         states = {"enable": HostState.INIT, "disable": HostState.DISABLED, "offline": HostState.OFFLINE}
         if action not in states:

@@ -105,6 +105,14 @@ class Vms:
         with self.env.store.read() as tx:
             return authz.require_read(actor, "vm", self.env.store.vms.get(tx, ident), ident)
 
+    def monitoring(self, actor: Actor, ident: int, since: int, limit: int) -> list[dict]:
+        """The VM's usage samples from `since`, oldest first; only for whoever may read the VM."""
+        from ..history import samples
+
+        self.get(actor, ident)
+        with self.env.store.read() as tx:
+            return samples(tx, "vm", ident, since, limit)
+
     def page(self, actor: Actor, after: int, limit: int, state: str | None = None) -> tuple[list[str], int | None]:
         visible, params = authz.visible_condition(actor)
         condition, values_ = ("state = ?", (state,)) if state else ("state <> ?", (S.DONE,))
