@@ -144,7 +144,7 @@ class Service:
     hooks: Hooks
     wake_event: threading.Event
     stop_event: threading.Event
-    collector: Any = None  # core.collector.Collector in push mode
+    collector: Any = None  # drivers.monitor_udp.UdpCollector in push mode
 
     def start_collector(self) -> None:
         if self.collector is not None:
@@ -156,7 +156,7 @@ class Service:
     def metrics(self) -> bytes:
         from appliance.core.metrics import exposition
 
-        return exposition(self.store, self.collector, self.ha_facts)
+        return exposition(self.store, self.collector.collector if self.collector else None, self.ha_facts)
 
     def ha_facts(self) -> dict:
         """This node's part of the pair, read where it runs: the manager runs on the active node."""
@@ -283,6 +283,7 @@ def build(config: ServeConfig) -> Service:
 def _push_monitoring(config: ServeConfig, state_dir: Path, store: Store, controller: Controller, host_runner) -> Any:
     from appliance.core.collector import Collector
     from appliance.core.monitoring import PushMonitor, PushSettings
+    from appliance.drivers.monitor_udp import UdpCollector
     from appliance.monitor_service import load_secret, make_probe
 
     m = config.monitoring
@@ -304,7 +305,7 @@ def _push_monitoring(config: ServeConfig, state_dir: Path, store: Store, control
                        state_dir)
     controller.settings.confirm_boot = True
     controller.push = PushMonitor(controller, probe, PushSettings(m.interval, m.silent_cycles))
-    return Collector(store.db, secret)
+    return UdpCollector(Collector(store.db, secret))
 
 
 def serve(config_path: Path | None, bind: str | None = None, port: int | None = None, log_format: str = "text",

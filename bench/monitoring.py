@@ -10,8 +10,8 @@ durability: binlog, innodb_flush_log_at_trx_commit=1, sync_binlog=1):
 - sustained: 10,000 hosts x 1,000 VMs pushed at 10M records per 120 s for `--seconds` (125 by
   default): records persisted a second, loss, the worst flush latency;
 - hosts: 100 and 1,000 hosts carrying the same 10M VMs (shorter runs);
-- maximum: offered rates rising by half until loss passes 0.01 % or the writer falls behind (the
-  rate counted to the end of the drained tail under 95 % of the offered); the highest rate
+- maximum: offered rates rising by half until loss passes 0.01 % or the writer falls behind (a
+  tail over 1 s that pulls the rate counted to its end under 95 % of the offered); the highest rate
   persisted in a run that held, over raw, is the ratio the issue asks for (>= 0.5).
 
 Each measurement uses its own fresh database. Results: bench/results/monitoring.json and .png
@@ -37,6 +37,7 @@ from pathlib import Path
 from appliance.core import monitor_wire as wire
 from appliance.core.collector import Collector
 from appliance.core.db import MysqlDatabase, SqliteDatabase, migrate
+from appliance.drivers.monitor_udp import UdpCollector
 from appliance.plot import BLUE, ORANGE, Series, line_plot
 from appliance.runner.atomic import atomic_write
 
@@ -150,8 +151,9 @@ def udp_receive_errors() -> int:
 def push(db, hosts: int, vms: int, rate: float, seconds: float) -> dict:
     """One run: the collector on a fresh port, the sender at `rate`, then the tail drained."""
     collector = Collector(db, SECRET, flush_interval=0.25)
-    _, port = collector.bind("127.0.0.1", 0)
-    collector.start()
+    udp = UdpCollector(collector)
+    _, port = udp.bind("127.0.0.1", 0)
+    udp.start()
     kernel_drops = udp_receive_errors()
     parent, child = multiprocessing.Pipe()
     process = multiprocessing.Process(target=sender, args=(port, hosts, vms, rate, seconds, child))
@@ -165,7 +167,7 @@ def push(db, hosts: int, vms: int, rate: float, seconds: float) -> dict:
         time.sleep(0.05)
     collector.wait_flushed(2)
     caught_up = time.monotonic() - started - send_seconds
-    collector.stop()
+    udp.stop()
     stored = persisted(db)
     loss = (sent - stored) / sent if sent else 0.0
     return {"hosts": hosts, "vms_per_host": vms, "offered_per_second": round(rate), "seconds": round(send_seconds, 1),
@@ -220,9 +222,11 @@ def bench(kind: str, tmp: Path, server: MariaDB | None, seconds: float, short: f
         db = fresh(1_000)
         run = push(db, 1_000, 10_000, rate, short)
         db.close()
-        # held: nothing lost, and the writer kept up (a writer behind leaves a tail that grows with
-        # the run, which pulls the rate counted to the end of the tail below the offered one)
-        held = run["loss_percent"] <= 100 * LOSS_LIMIT and run["persisted_per_second_with_tail"] >= 0.95 * rate
+        # held: nothing lost, and the writer kept up: a writer that keeps up leaves about one flush
+        # behind (<= 1 s: the flush interval and a flush); one that falls behind leaves a tail that
+        # grows with the run, pulling the rate counted to the end of the tail under the offered one
+        held = run["loss_percent"] <= 100 * LOSS_LIMIT and (
+            run["tail_seconds"] <= 1.0 or run["persisted_per_second_with_tail"] >= 0.95 * rate)
         run["held"] = held
         ramp.append(run)
         print(f"[{kind}] offered {rate:,.0f}/s: persisted {run['persisted_per_second']:,}/s, "

@@ -382,7 +382,10 @@ def create_app(manager: Manager, metrics: Optional[Any] = None) -> FastAPI:
     def host_monitoring(who: Who, ident: Id, since: Since = 0, limit: SampleLimit = 1000) -> list[dict[str, Any]]:
         return manager.hosts.monitoring(who, ident, since, limit)
 
-    @app.get("/metrics", operation_id="metrics", include_in_schema=False)
+    @app.get("/metrics", operation_id="metrics", response_class=Response, responses={
+        **ERRORS, 200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                        "description": "Prometheus text exposition (docs/monitoring.md)"}},
+        summary="Prometheus metrics: hosts, VMs, datastores, the collector, the HA pair")
     def prometheus_metrics(who: Who) -> Response:
         from .metrics import exposition
 

@@ -1,10 +1,11 @@
-"""The monitoring collector: host agents' UDP datagrams in, batched rows out.
+"""The monitoring collector: host agents' datagrams in, batched rows out.
 
-Two threads and no callback per datagram. The receiver drains the socket until it is empty
-(non-blocking reads after one wait), checks each datagram (shape, the host's MAC, replay) and
-decodes it into rows appended to the pending batch. The writer swaps the batch out and stores it
-in ONE transaction per flush: a flush costs one commit however many datagrams it holds, so the
-rate the collector keeps up with is the database's bulk insert rate, not its commit rate.
+No callback per datagram. `drain` empties a socket it is handed (non-blocking reads; the UDP
+socket and the two threads that run drain and flush live in drivers/monitor_udp.py: core opens
+no socket), checking each datagram (shape, the host's MAC, replay) and appending it to the pending
+batch. `flush` swaps the batch out and stores it in ONE transaction: a flush costs one commit
+however many datagrams it holds, so the rate the collector keeps up with is the database's bulk
+insert rate, not its commit rate.
 
 Replay: each host's (epoch, sequence) must be new. Within the current epoch a window of the last
 WINDOW sequence numbers absorbs UDP reordering; anything older, or an older epoch, is dropped.
@@ -18,8 +19,6 @@ from __future__ import annotations
 
 import logging
 import re
-import select
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,7 +29,6 @@ from .db import Database
 log = logging.getLogger("appliance.collector")
 
 WINDOW = 1024  # sequence numbers of reordering tolerated within one epoch
-DEFAULT_PORT = 4124
 REASONS = ("oversized", "truncated", "malformed", "unknown_host", "bad_mac", "replayed")
 
 
@@ -121,9 +119,6 @@ class Collector:
         self._batch = Batch()
         self._lock = threading.Lock()
         self._flushed = threading.Condition(self._lock)
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self.sock: socket.socket | None = None
         self.load()
 
     # -- state ----------------------------------------------------------------------------------
@@ -224,7 +219,7 @@ class Collector:
             agent.snapshot, agent.states_at, agent.parts = combined, wall, {}
             self._batch.snapshots[agent.host_id] = combined
 
-    def drain(self, sock: socket.socket, limit: int = 100_000) -> int:
+    def drain(self, sock, limit: int = 100_000) -> int:
         """Read every datagram waiting on `sock` (up to `limit`), without blocking."""
         count = 0
         recv = sock.recv
@@ -300,63 +295,6 @@ class Collector:
                 count = len(newer.vm.pop(0)[2]) // wire.VM_RECORD.size
                 newer.vm_records -= count
                 self.counters["dropped_db_backlog"] += count
-
-    # -- running --------------------------------------------------------------------------------
-    def bind(self, address: str = "0.0.0.0", port: int = DEFAULT_PORT, rcvbuf: int = 32 << 20) -> tuple[str, int]:
-        """Listen on `address` (the wildcard by default: the pair's floating address arrives on
-        whichever node is active, and the collector there must not need a rebind)."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:  # as root, past net.core.rmem_max: the buffer absorbs what arrives during a flush
-            sock.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)  # SO_RCVBUFFORCE
-        except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.bind((address, port))
-        sock.setblocking(False)
-        self.sock = sock
-        return sock.getsockname()
-
-    def start(self) -> None:
-        if self.sock is None:
-            raise RuntimeError("bind() first")
-        self._stop.clear()
-        self._threads = [threading.Thread(target=self._receive_loop, name="collector-recv", daemon=True),
-                         threading.Thread(target=self._write_loop, name="collector-write", daemon=True)]
-        for thread in self._threads:
-            thread.start()
-
-    def stop(self, flush: bool = True) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=10)
-        self._threads = []
-        if flush:
-            if self.sock is not None:
-                self.drain(self.sock)
-            self.flush()
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-
-    def _receive_loop(self) -> None:
-        sock = self.sock
-        assert sock is not None
-        while not self._stop.is_set():
-            ready, _, _ = select.select([sock], [], [], 0.2)
-            if ready:
-                self.drain(sock)
-
-    def _write_loop(self) -> None:
-        refreshed = self.monotonic()
-        while not self._stop.is_set():
-            self._stop.wait(self.flush_interval)
-            if self.monotonic() - refreshed > 5:  # new hosts start being accepted within seconds
-                try:
-                    self.refresh_hosts()
-                except Exception as exc:  # noqa: BLE001
-                    log.warning("collector: host list not refreshed: %s", exc)
-                refreshed = self.monotonic()
-            self.flush()
 
     def wait_flushed(self, timeout: float = 5.0) -> bool:
         """Tests and the benchmark: block until the next flush commits."""

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from appliance.core import monitor_wire as wire
 from appliance.core.collector import WINDOW, Collector
+from appliance.drivers.monitor_udp import UdpCollector
 from appliance.core.entities import Host
 from appliance.core.pools import Store
 from appliance.drivers.fake import FakeHypervisor
@@ -57,8 +58,9 @@ def _rig(database, *vms: int) -> tuple:
 def test_agent_datagrams_reach_the_tables_over_real_udp(database, tmp_path):
     host, _ = _hosts(database)
     collector = Collector(database, SECRET, flush_interval=0.05)
-    _, port = collector.bind("127.0.0.1", 0)
-    collector.start()
+    udp = UdpCollector(collector)
+    _, port = udp.bind("127.0.0.1", 0)
+    udp.start()
     try:
         hv = FakeHypervisor()
         _running(hv, 7, 8, 9)
@@ -68,7 +70,7 @@ def test_agent_datagrams_reach_the_tables_over_real_udp(database, tmp_path):
         while _rows(database, "mon_vm") < 3 and time.monotonic() < deadline:
             collector.wait_flushed(0.5)
     finally:
-        collector.stop()
+        udp.stop()
     with database.transaction(readonly=True) as tx:
         assert sorted(r[0] for r in tx.execute("SELECT vm_id FROM mon_vm WHERE host_id = ?", (host,)).all()) == [7, 8, 9]
         assert tx.execute("SELECT COUNT(*) FROM mon_host WHERE host_id = ?", (host,)).one()[0] == 1
@@ -247,8 +249,9 @@ def test_the_collector_drains_a_burst_over_udp_without_loss(database, tmp_path):
     """Thousands of datagrams sent back to back while the collector runs: all stored, in few flushes."""
     hosts = _hosts(database, 20)
     collector = Collector(database, SECRET, flush_interval=0.1)
-    _, port = collector.bind("127.0.0.1", 0)
-    collector.start()
+    udp = UdpCollector(collector)
+    _, port = udp.bind("127.0.0.1", 0)
+    udp.start()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     records = 0
     try:
@@ -262,7 +265,7 @@ def test_the_collector_drains_a_burst_over_udp_without_loss(database, tmp_path):
         while collector.counters["vm_records"] < records and time.monotonic() < deadline:
             time.sleep(0.05)  # poll inside a deadline: the burst drains in the background
     finally:
-        collector.stop()
+        udp.stop()
         sock.close()
     assert _rows(database, "mon_vm") == records
     assert collector.counters["flushes"] < collector.counters["accepted"] / 10  # batched, not per datagram
