@@ -89,7 +89,8 @@ def load_site(path: Path, secrets_path: Path | None = None, *, require_secrets: 
     devices = [d.name for d in inventory.fencing.devices]
     if secrets_path is None and inventory.secrets_file:
         secrets_path = (path.parent / inventory.secrets_file)
-    secrets, secret_reports = load_secrets(secrets_path, devices, env, need_tls=inventory.proxy.tls.generate)
+    secrets, secret_reports = load_secrets(secrets_path, devices, env, need_tls=inventory.proxy.tls.generate,
+                                           need_monitoring=inventory.manager.monitoring == "push")
     if secrets is None:
         nothing_given = all(r.code == "SECRETS_MISSING" for r in secret_reports)
         if require_secrets or not nothing_given:

@@ -140,6 +140,11 @@ class Manager(_Model):
     # A directory of wheels, the appliance's and all its dependencies' (`make wheelhouse`), relative
     # to the inventory. The nodes install from it into /opt/appliance with no package index at all.
     wheelhouse: SafeText | None = None
+    # pull: the manager asks each host's libvirt; push: each host's agent reports over UDP to the
+    # collector on the SAN floating address (docs/monitoring.md; needs secrets' monitoring_secret).
+    monitoring: Literal["pull", "push"] = "pull"
+    monitoring_port: int = Field(4124, ge=1, le=65535)
+    monitoring_interval: int = Field(30, ge=1, le=3600)
 
 
 class Tls(_Model):

@@ -39,6 +39,9 @@ class Secrets:
     tls_certificate: str | None = None  # PEM, when proxy.tls.generate: made once by `secrets init`
     tls_key: str | None = None
     ceph_keys: Mapping[str, str] = field(default_factory=dict)  # cephx user -> key, one per RBD datastore
+    # Push monitoring's secret (hex): every hypervisor host's agent key derives from it, so both
+    # frontends must hold the same one (docs/monitoring.md). Optional: pull monitoring needs none.
+    monitoring_secret: str | None = None
 
     @property
     def heartbeat_key(self) -> str:
@@ -55,6 +58,8 @@ class Secrets:
             values["tls_key"] = self.tls_key
         for user, key in self.ceph_keys.items():
             values[f"ceph.{user}.key"] = key
+        if self.monitoring_secret:
+            values["monitoring_secret"] = self.monitoring_secret
         return values
 
 
@@ -65,6 +70,7 @@ def placeholder_secrets(fence_devices: list[str]) -> Secrets:
         **{name: f"placeholder-{name}" for name in PLAIN},
         fence_passwords={d: f"placeholder-fence-{d}" for d in fence_devices},
         placeholder=True, tls_certificate="placeholder-tls-certificate\n", tls_key="placeholder-tls-key\n",
+        monitoring_secret="placeholder-monitoring-secret",
     )
 
 
@@ -74,7 +80,7 @@ def generate_secrets(fence_devices: list[str]) -> Secrets:
 
     return Secrets(cluster_authkey=_random.token_bytes(256),
                    **{name: password() for name in PLAIN},
-                   fence_passwords={})
+                   fence_passwords={}, monitoring_secret=_random.token_hex(32))
 
 
 def generate_tls(common_name: str, dns_names: list[str], addresses: list[str]) -> tuple[str, str]:
@@ -94,6 +100,8 @@ def secrets_toml(s: Secrets, fence_devices: list[str]) -> str:
     lines = ["# appliance site secrets: keep this file mode 0600 and out of version control.",
              f'cluster_authkey = "{base64.b64encode(s.cluster_authkey).decode()}"']
     lines += [f'{name} = "{getattr(s, name)}"' for name in PLAIN]
+    if s.monitoring_secret:
+        lines.append(f'monitoring_secret = "{s.monitoring_secret}"')
     if s.tls_certificate and s.tls_key:
         lines += [f'tls_certificate = """\n{s.tls_certificate}"""', f'tls_key = """\n{s.tls_key}"""']
     for device in fence_devices:
@@ -147,7 +155,7 @@ class Redactor:
 
 
 def load_secrets(path: Path | None, fence_devices: list[str], env: Mapping[str, str] | None = None,
-                 need_tls: bool = False) -> tuple[Secrets | None, list[Report]]:
+                 need_tls: bool = False, need_monitoring: bool = False) -> tuple[Secrets | None, list[Report]]:
     """Read secrets from ``path`` (must be mode 0600 or stricter) and the environment.
 
     Returns (None, reports) when anything is missing or invalid; the environment wins over the file.
@@ -177,6 +185,15 @@ def load_secrets(path: Path | None, fence_devices: list[str], env: Mapping[str, 
             reports.append(Report("SECRETS_MISSING", f"secret {key!r} (PEM) is needed: proxy.tls.generate is true",
                                   path=key, fix="`appliance secrets init` makes the pair in a new secrets file, or "
                                   f"set ${ENV_PREFIX}{key.upper()}"))
+    monitoring = env.get(ENV_PREFIX + "MONITORING_SECRET", raw.pop("monitoring_secret", None))
+    if monitoring is None and need_monitoring:
+        reports.append(Report("SECRETS_MISSING", "secret 'monitoring_secret' is needed: manager.monitoring is push",
+                              path="monitoring_secret", fix="add monitoring_secret = \"<the output of `openssl rand "
+                              f"-hex 32`>\" to the secrets file, or set ${ENV_PREFIX}MONITORING_SECRET"))
+    elif monitoring is not None and not (isinstance(monitoring, str) and MONITORING_SECRET.fullmatch(monitoring)):
+        # never the value: it is the secret
+        reports.append(Report("SECRETS_INVALID", "secret 'monitoring_secret' must be 64 to 256 hex digits",
+                              path="monitoring_secret", fix="`openssl rand -hex 32` makes one"))
     for key in sorted(raw):
         if key not in PLAIN and key != "cluster_authkey":
             reports.append(Report("SECRETS_UNKNOWN_FIELD", f"unknown secret {key!r}", path=key, value=key))
@@ -199,9 +216,12 @@ def load_secrets(path: Path | None, fence_devices: list[str], env: Mapping[str, 
     authkey = base64.b64decode(str(values.pop("cluster_authkey")), validate=True)
     pem = {k: v for k, v in tls.items() if isinstance(v, str) and "-----BEGIN" in v}
     return Secrets(cluster_authkey=authkey, fence_passwords=fence_passwords, tls_certificate=pem.get("tls_certificate"),
-                   tls_key=pem.get("tls_key"), ceph_keys=ceph_keys, **{k: str(v) for k, v in values.items()}), []
+                   tls_key=pem.get("tls_key"), ceph_keys=ceph_keys,
+                   monitoring_secret=str(monitoring) if monitoring is not None else None,
+                   **{k: str(v) for k, v in values.items()}), []
 
 
+MONITORING_SECRET = re.compile(r"(?:[0-9a-f]{2}){32,128}")
 CEPH_USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 CEPHX_KEY_BYTES = 28  # type, creation time, length and the 16-byte secret: what `ceph auth get-key` prints
 

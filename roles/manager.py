@@ -23,7 +23,14 @@ def manager_config(site: Site) -> str:
     m, db = inv.manager, inv.database
     return render("manager/manager.toml.j2", user=m.user, db_host=inv.network.san_vip, db_port=db.port,
                   db_name=db.name, db_user=db.user, db_password=site.secrets.database_password, port=m.port,
-                  state_dir=m.state_dir)
+                  state_dir=m.state_dir, monitoring=m.monitoring, collector=f"{inv.network.san_vip}:{m.monitoring_port}",
+                  monitoring_port=m.monitoring_port, monitoring_interval=m.monitoring_interval,
+                  monitoring_secret_file=monitoring_secret_file(m.config))
+
+
+def monitoring_secret_file(config: str) -> str:
+    """Beside the config: the same secret on both frontends, so a failover keeps every host heard."""
+    return f"{config.rsplit('/', 1)[0]}/monitoring.secret"
 
 
 def init_script(site: Site) -> str:
@@ -120,6 +127,9 @@ def plan(site: Site) -> RolePlan:
         # An RBD datastore's own cephx user: its keyring beside the config, readable by the manager only.
         files.append(FileSpec(ceph_keyring(m.config, user), text(f"[client.{user}]\n\tkey = {key}\n"), mode=0o600,
                               owner=m.user, group=m.user, secret=True))
+    if m.monitoring == "push" and site.secrets and site.secrets.monitoring_secret:
+        files.append(FileSpec(monitoring_secret_file(m.config), text(site.secrets.monitoring_secret + "\n"),
+                              mode=0o600, owner=m.user, group=m.user, secret=True))
     python = f"{layout.INSTALL_PREFIX}/bin/python"
     files.append(FileSpec(layout.OCF_AGENT, text(ocf_manager.shim(python)), mode=0o755, check=Check("shell")))
     steps = [
@@ -137,7 +147,8 @@ def plan(site: Site) -> RolePlan:
     else:
         steps += _package_steps(site, files)
     steps.append(restart_where_running(MANAGER_RESOURCE, "restart the manager where it runs if its configuration "
-                                       "changed", (m.config,)))
+                                       "changed", (m.config,) + ((monitoring_secret_file(m.config),)
+                                                                 if m.monitoring == "push" else ())))
     names = [n.name for n in inv.nodes]
     return RolePlan(NAME, f"manager API on 127.0.0.1:{m.port}, database {inv.database.name} via {inv.network.san_vip}",
                     node_plans(names, {n: files for n in names}, {n: steps for n in names}))

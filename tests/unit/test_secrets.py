@@ -147,3 +147,58 @@ def test_a_bad_cephx_entry_is_refused_naming_the_field_and_never_the_key(tmp_pat
     assert [(r.code, r.path) for r in reports] == [("SECRETS_INVALID", path)]
     assert problem in reports[0].message
     assert CEPH_KEY not in str(vars(reports[0]))
+
+
+MONITORING_SECRET = "5e" * 32
+
+
+def _push_inventory(tmp_path):
+    from tests.conftest import example_text
+
+    inventory = tmp_path / "site.toml"
+    inventory.write_text(example_text().replace("[manager]\n", '[manager]\nmonitoring = "push"\n', 1))
+    return inventory
+
+
+def test_push_monitoring_puts_one_secret_on_both_frontends_owner_only_and_the_config_loads(tmp_path):
+    from appliance.serve import load_config
+
+    path = _secrets_file(tmp_path, f'monitoring_secret = "{MONITORING_SECRET}"\n')
+    site = load_site(_push_inventory(tmp_path), path,
+                     env={k: v for k, v in TEST_SECRETS.items() if "FENCE" in k or "TLS" in k})
+    files = {(n.node, f.path): f for p in plan_site(site) for n in p.nodes for f in n.files}
+    for node in ("cloud-cc01", "cloud-cc02"):
+        secret = files[(node, "/etc/appliance/monitoring.secret")]
+        assert secret.content == f"{MONITORING_SECRET}\n".encode()  # the same on both: a failover keeps hosts heard
+        assert secret.mode == 0o600 and secret.secret and secret.owner == site.inventory.manager.user
+        rendered = tmp_path / f"{node}.toml"
+        rendered.write_bytes(files[(node, "/etc/appliance/manager.toml")].content)
+        config = load_config(rendered)  # what the manager itself will read
+        assert config.monitoring.mode == "push" and config.monitoring.secret_file == "/etc/appliance/monitoring.secret"
+        assert config.monitoring.collector == f"{site.inventory.network.san_vip}:4124"
+    shown = Redactor(site.secrets)(f"secret {MONITORING_SECRET}")
+    assert MONITORING_SECRET not in shown and "<secret:monitoring_secret>" in shown
+
+
+@pytest.mark.parametrize("line,code", [("", "SECRETS_MISSING"), ('monitoring_secret = "xyz"\n', "SECRETS_INVALID"),
+                                       (f'monitoring_secret = "{MONITORING_SECRET[:30]}"\n', "SECRETS_INVALID")])
+def test_push_monitoring_without_a_good_secret_is_refused_naming_the_field(tmp_path, line, code):
+    loaded, reports = load_secrets(_secrets_file(tmp_path, line), [], env={}, need_monitoring=True)
+    assert loaded is None and [(r.code, r.path) for r in reports] == [(code, "monitoring_secret")]
+    assert "openssl rand -hex 32" in reports[0].fix and MONITORING_SECRET[:30] not in str(vars(reports[0]))
+
+
+def test_new_secrets_carry_a_monitoring_secret_and_pull_needs_none(tmp_path):
+    from appliance.inventory.load import read_inventory
+    from appliance.inventory.secrets import new_secrets_text
+
+    inventory, _ = read_inventory(_push_inventory(tmp_path))
+    path = tmp_path / "new.toml"
+    path.write_text(new_secrets_text(inventory))
+    path.chmod(0o600)
+    devices = [d.name for d in inventory.fencing.devices]
+    loaded, reports = load_secrets(path, devices, env={f"APPLIANCE_SECRET_FENCE_{d.upper().replace('-', '_')}_PASSWORD":
+                                                       "fence-password-123" for d in devices}, need_monitoring=True)
+    assert reports == [] and len(bytes.fromhex(loaded.monitoring_secret)) == 32
+    loaded, reports = load_secrets(_secrets_file(tmp_path, ""), [], env={})  # pull: an old secrets file still loads
+    assert reports == [] and loaded.monitoring_secret is None
