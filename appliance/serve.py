@@ -180,8 +180,10 @@ class Service:
                 fields = dict(zip(names, row)) if row else {}
                 facts["replication"] = {"io": fields.get("Slave_IO_Running"), "sql": fields.get("Slave_SQL_Running"),
                                         "lag": str(fields.get("Seconds_Behind_Master") or "")}
-            except Exception as exc:  # noqa: BLE001 (no REPLICATION CLIENT grant: the metric is absent, said once)
-                log.debug("replication state unknown: %s", exc)
+            except Exception as exc:  # noqa: BLE001 (e.g. no SLAVE MONITOR grant: the metric is absent, said once)
+                if not getattr(self, "_replication_warned", False):
+                    self._replication_warned = True
+                    log.warning("metrics: replication state unknown, its metrics are left out: %s", exc)
         return facts
 
     def stop_collector(self) -> None:

@@ -128,9 +128,8 @@ class Collector:
         with self.db.transaction(readonly=True) as tx:
             rows = tx.execute("SELECT host_id, epoch, seq, seen_at, snapshot, states_at, cpu_units, memory_mb, "
                               "hypervisor FROM mon_agents").all()
-            known = {r[0] for r in tx.execute("SELECT id FROM hosts").all()}
+        self.refresh_hosts()
         with self._lock:
-            self._known = known
             for row in rows:
                 if row[0] not in self._agents:
                     self._agents[row[0]] = AgentState(*row)
@@ -269,7 +268,10 @@ class Collector:
                                "cpu_units, memory_mb, hypervisor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", agents)
         except Exception as exc:  # noqa: BLE001 (a flush must not kill the collector; the batch waits)
             self.counters["flush_errors"] += 1
-            log.warning("collector: flush of %d rows failed, kept for the next one: %s", len(batch), exc)
+            # a database away (failover, restart) is expected and said in a line; anything else is a
+            # defect, said with its traceback
+            (log.warning if self.db.transient(exc) else log.exception)(
+                "collector: flush of %d rows failed, kept for the next one: %s", len(batch), exc)
             self._requeue(batch)
             return 0
         done = self.monotonic()

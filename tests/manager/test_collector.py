@@ -337,3 +337,47 @@ def test_the_monitoring_migration_killed_after_any_step_resumes(request, tmp_pat
         assert _rows(db, "mon_vm") == 1 and _rows(db, "mon_vm_state") == 1
         (tmp_path / f"epoch-{host}").unlink()
         db.close()
+
+
+class _RecordingRunner:
+    """A host's runner that records (the real path runs over SSH in the VM lab): files and commands."""
+
+    def __init__(self, fail: str = ""):
+        self.host, self.files, self.commands, self.fail = "hv1", {}, [], fail
+
+    def run(self, argv, check=True, **_):
+        from appliance.core.runner import CommandFailed, Result
+
+        self.commands.append(list(argv))
+        result = Result(" ".join(argv), 1 if self.fail and argv[0] == self.fail else 0, "", "refused", self.host)
+        if check and not result.ok:
+            raise CommandFailed(result)
+        return result
+
+    def put(self, path, content, mode):
+        self.files[path] = (content, mode)
+
+    def read(self, path):
+        return self.files.get(path, (None,))[0]
+
+
+def test_the_probe_writes_the_hosts_own_key_owner_only_and_starts_the_agent_above_the_stored_epoch():
+    from appliance.core.entities import Host
+    from appliance.monitor_service import CONFIG, KEY, UNIT, make_probe
+
+    runner = _RecordingRunner()
+    probe = make_probe(lambda name: runner, SECRET, "10.0.0.10:4124", 30.0, "/opt/appliance/bin/python",
+                       lambda host_id: 7)
+    host = Host(id=5, name="hv1", uri="qemu+ssh://root@hv1/system")
+    probe(host)
+    key, mode = runner.files[KEY]
+    assert key == (wire.host_key(SECRET, 5).hex() + "\n").encode() and mode == 0o600
+    assert SECRET.hex() not in str(runner.files) and b"host_id = 5" in runner.files[CONFIG][0]
+    start = runner.commands[-1]
+    assert start[:2] == ["systemd-run", f"--unit={UNIT}"] and start[-1] == "--min-epoch=8"
+    runner.commands.clear()
+    probe(host)  # a second probe rewrites nothing, restarts the agent
+    assert [c[0] for c in runner.commands] == ["mkdir", "systemctl", "systemctl", "systemd-run"]
+    with pytest.raises(DriverError, match="refused"):
+        make_probe(lambda name: _RecordingRunner(fail="systemd-run"), SECRET, "10.0.0.10:4124", 30.0, "python3",
+                   lambda host_id: 0)(host)
